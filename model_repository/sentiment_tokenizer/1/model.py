@@ -1,0 +1,95 @@
+"""Tokenizer model (Triton python backend).
+
+TEXT (TYPE_STRING, [batch, 1]) -> INPUT__0 token ids, INPUT__1 attention mask (dtypes from the config).
+
+All texts of all the requests Triton hands to one `execute` call are tokenized in one batched call.
+Each request's output is padded to the smallest configured length bucket that holds its longest text,
+so requests of similar length share a shape and the classifier's dynamic batcher can merge them.
+A bad text (empty, too large, not UTF-8) fails only its own request, with INVALID_ARG.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+from tokenizers import Tokenizer
+
+
+def _params(model_config):
+    return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = _params(config)
+        p = json.loads(params["tokenizer"])
+        self.text_name = p["text"]
+        self.ids_name = p["input_ids"]
+        self.mask_name = p["attention_mask"]
+        self.max_length = int(p["max_length"])
+        self.pad_id = int(p["pad_token_id"])
+        self.max_text_bytes = int(p["max_text_bytes"])
+        self.buckets = sorted(int(b) for b in p["length_buckets"] if int(b) <= self.max_length)
+        self.ids_dtype = pb_utils.triton_string_to_numpy(
+            pb_utils.get_output_config_by_name(config, self.ids_name)["data_type"])
+        self.mask_dtype = pb_utils.triton_string_to_numpy(
+            pb_utils.get_output_config_by_name(config, self.mask_name)["data_type"])
+        path = Path(args["model_repository"]) / args["model_version"] / p["tokenizer_file"]
+        self.tokenizer = Tokenizer.from_file(str(path))
+        self.tokenizer.enable_truncation(max_length=self.max_length)
+        self.tokenizer.no_padding()
+
+    def _bucket(self, length):
+        for b in self.buckets:
+            if length <= b:
+                return b
+        return max(length, 1)
+
+    def _texts(self, request):
+        """The request's texts, or an error message."""
+        tensor = pb_utils.get_input_tensor_by_name(request, self.text_name)
+        if tensor is None:
+            return None, f"input '{self.text_name}' is missing"
+        items = tensor.as_numpy().reshape(-1)
+        texts = []
+        for i, item in enumerate(items):
+            raw = item if isinstance(item, bytes) else str(item).encode("utf-8")
+            if len(raw) > self.max_text_bytes:
+                return None, (f"{self.text_name}[{i}] is {len(raw)} bytes; the limit is {self.max_text_bytes} "
+                              f"(parameter max_text_bytes)")
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return None, f"{self.text_name}[{i}] is not valid UTF-8: {exc.reason} at byte {exc.start}"
+            if not text.strip():
+                return None, f"{self.text_name}[{i}] is empty; send at least one non-blank character"
+            texts.append(text)
+        return texts, None
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        spans = []  # (request index, first text, number of texts)
+        all_texts = []
+        for r, request in enumerate(requests):
+            texts, error = self._texts(request)
+            if error is not None:
+                responses[r] = pb_utils.InferenceResponse(
+                    output_tensors=[], error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG))
+                continue
+            spans.append((r, len(all_texts), len(texts)))
+            all_texts.extend(texts)
+
+        encodings = self.tokenizer.encode_batch(all_texts) if all_texts else []
+        for r, start, count in spans:
+            enc = encodings[start:start + count]
+            width = self._bucket(max(len(e.ids) for e in enc))
+            ids = np.full((count, width), self.pad_id, dtype=self.ids_dtype)
+            mask = np.zeros((count, width), dtype=self.mask_dtype)
+            for row, e in enumerate(enc):
+                ids[row, :len(e.ids)] = e.ids
+                mask[row, :len(e.ids)] = 1
+            responses[r] = pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor(self.ids_name, ids), pb_utils.Tensor(self.mask_name, mask)])
+        return responses

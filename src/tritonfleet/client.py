@@ -1,0 +1,138 @@
+"""A small text client for the served ensemble, over gRPC (default) or HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import layout
+
+PROTOCOLS = ("grpc", "http")
+DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
+
+
+class ClientError(RuntimeError):
+    """The server could not be reached, timed out, or refused a request. `str()` is one line."""
+
+    def __init__(self, message: str, status: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Prediction:
+    text: str
+    label: str
+    scores: list[float]
+
+
+def _module(protocol: str) -> Any:
+    if protocol == "grpc":
+        import tritonclient.grpc as mod
+    elif protocol == "http":
+        import tritonclient.http as mod
+    else:
+        raise ValueError(f"protocol {protocol!r}: choose one of {PROTOCOLS}")
+    return mod
+
+
+def normalize_url(url: str, protocol: str) -> str:
+    """Accept host, host:port or http://host:port; return host:port."""
+    url = url.split("://", 1)[-1].rstrip("/")
+    if ":" not in url.rsplit("]", 1)[-1]:
+        url = f"{url}:{DEFAULT_PORTS[protocol]}"
+    return url
+
+
+def _status(exc: Exception) -> str | None:
+    status = getattr(exc, "status", None)
+    value = status() if callable(status) else status
+    return str(value) if value is not None else None
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = getattr(exc, "message", None)
+    text = msg() if callable(msg) else str(exc)
+    return " ".join(str(text).split())
+
+
+class TextClient:
+    """Wraps tritonclient's gRPC and HTTP clients behind one interface and one-line errors."""
+
+    def __init__(self, url: str, protocol: str = "grpc", timeout: float = 30.0, model: str | None = None) -> None:
+        self.protocol = protocol
+        self.url = normalize_url(url, protocol)
+        self.timeout = timeout
+        self.model = model or layout.MODELS.ensemble
+        self._mod = _module(protocol)
+        try:
+            if protocol == "grpc":
+                self._client = self._mod.InferenceServerClient(self.url)
+            else:
+                self._client = self._mod.InferenceServerClient(
+                    self.url, connection_timeout=timeout, network_timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - tritonclient raises several types; report one line
+            raise ClientError(f"cannot create a {protocol} client for {self.url}: {_one_line(exc)}") from None
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.protocol == "grpc":
+            kwargs.setdefault("client_timeout", self.timeout)
+        try:
+            return fn(*args, **kwargs)
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            raise ClientError(f"{what}: cannot reach Triton at {self.url} over {self.protocol}: "
+                              f"{_one_line(exc)}", "UNAVAILABLE") from None
+        except Exception as exc:  # noqa: BLE001
+            status = _status(exc)
+            text = _one_line(exc)
+            if status and ("UNAVAILABLE" in status or "DEADLINE" in status):
+                raise ClientError(f"{what}: cannot reach Triton at {self.url} over {self.protocol} "
+                                  f"({status}): {text}", status) from None
+            raise ClientError(f"{what}: {text}", status) from None
+
+    def live(self) -> bool:
+        return bool(self._call("server live", self._client.is_server_live))
+
+    def ready(self) -> bool:
+        return bool(self._call("server ready", self._client.is_server_ready))
+
+    def model_ready(self, name: str) -> bool:
+        return bool(self._call(f"model {name} ready", self._client.is_model_ready, name))
+
+    def metadata(self, name: str) -> dict[str, Any]:
+        md = self._call(f"model {name} metadata", self._client.get_model_metadata, name)
+        if self.protocol == "grpc":
+            from google.protobuf.json_format import MessageToDict
+
+            md = MessageToDict(md, preserving_proto_field_name=True)
+        return md
+
+    def statistics(self, name: str) -> dict[str, Any]:
+        st = self._call(f"model {name} statistics", self._client.get_inference_statistics, name)
+        if self.protocol == "grpc":
+            from google.protobuf.json_format import MessageToDict
+
+            st = MessageToDict(st, preserving_proto_field_name=True)
+        return st
+
+    def infer_raw(self, items: Sequence[bytes] | np.ndarray, datatype: str = "BYTES",
+                  input_name: str = layout.TEXT, shape: Sequence[int] | None = None) -> tuple[Any, Any]:
+        arr = items if isinstance(items, np.ndarray) else np.array(list(items), dtype=object).reshape(-1, 1)
+        inp = self._mod.InferInput(input_name, list(shape or arr.shape), datatype)
+        inp.set_data_from_numpy(arr)
+        outputs = [self._mod.InferRequestedOutput(layout.LABEL), self._mod.InferRequestedOutput(layout.SCORES)]
+        res = self._call(f"infer {self.model}", self._client.infer, self.model, [inp], outputs=outputs)
+        return res.as_numpy(layout.LABEL), res.as_numpy(layout.SCORES)
+
+    def predict(self, texts: Sequence[str]) -> list[Prediction]:
+        labels, scores = self.infer_raw([t.encode("utf-8") for t in texts])
+        return [Prediction(t, lab[0].decode("utf-8") if isinstance(lab[0], bytes) else str(lab[0]),
+                           [float(x) for x in s]) for t, lab, s in zip(texts, labels, scores, strict=True)]
+
+    def close(self) -> None:
+        close = getattr(self._client, "close", None)
+        if close:
+            close()

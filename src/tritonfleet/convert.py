@@ -1,0 +1,363 @@
+"""`tritonfleet convert`: export a Hugging Face sequence classifier and prove each export against eager.
+
+Exports:
+- TorchScript, the article's way: torch.jit.trace through ModelTorchTraceAdapter;
+- ONNX with dynamic batch and sequence axes;
+- optionally int8 ONNX (onnxruntime dynamic quantization).
+
+Every fp32 export must match the eager model on the golden set (single texts and padded batches at sizes and
+lengths other than the traced one) within `atol` with identical labels. int8 must agree on labels with eager
+on at least `int8_min_agreement` of the agreement texts. Everything is written to a scratch directory and
+renamed into place at the end: a failed conversion leaves no partial artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, layout
+from . import golden as g
+from .util import atomic_directory, sha256_file, step, tree_checksum
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "cardiffnlp/twitter-roberta-base-sentiment"
+FORMATS = ("torchscript", "onnx", "int8")
+
+Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+class ParityError(RuntimeError):
+    """An export disagrees with the eager model."""
+
+
+@dataclass
+class ConvertOptions:
+    model: str = DEFAULT_MODEL
+    output: Path = Path("build/artifacts")
+    formats: Sequence[str] = ("torchscript", "onnx")
+    revision: str | None = None
+    max_length: int | None = None
+    trace_shape: tuple[int, int] = (1, 100)
+    atol: float = 1e-4
+    int8_min_agreement: float = 0.98
+    opset: int = 17
+    extra_agreement_texts: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "formats": sorted(self.formats),
+            "revision": self.revision,
+            "max_length": self.max_length,
+            "trace_shape": list(self.trace_shape),
+            "atol": self.atol,
+            "int8_min_agreement": self.int8_min_agreement,
+            "opset": self.opset,
+        }
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def model_revision(model: str, revision: str | None) -> str:
+    """A revision string for the cache key: the hub revision, or a checksum of a local model directory."""
+    path = Path(model)
+    if path.is_dir():
+        return "dir-sha256:" + tree_checksum(path)
+    return revision or "main"
+
+
+def cache_key(opts: ConvertOptions) -> str:
+    """Same model revision and options -> same key. Ansible's model_conversion role skips on a match."""
+    data = {**opts.as_dict(), "revision": model_revision(opts.model, opts.revision), "tool": __version__}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_model(model: str, revision: str | None = None) -> tuple[Any, Any]:
+    """Load any AutoModelForSequenceClassification and its tokenizer, from a hub id or a local directory."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    kwargs: dict[str, Any] = {}
+    if revision:
+        kwargs["revision"] = revision
+    with step(f"Loading tokenizer and model {model}"):
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
+            # Eager attention traces to a graph that is valid at every batch size and sequence length.
+            clf = AutoModelForSequenceClassification.from_pretrained(
+                model, attn_implementation="eager", **kwargs
+            )
+        except OSError as exc:
+            raise SystemExit(
+                f"convert: cannot load {model!r}: {exc}\n"
+                "  (a hub id needs network access; on an air-gapped host pass a local model directory)"
+            ) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise SystemExit(f"convert: {model!r} has no fast tokenizer (tokenizer.json); the server needs one")
+    clf.eval()
+    return clf, tokenizer
+
+
+def resolve_max_length(tokenizer: Any, config: Any, requested: int | None) -> int:
+    if requested:
+        return int(requested)
+    tok_max = int(getattr(tokenizer, "model_max_length", 0) or 0)
+    if 0 < tok_max < 100_000:
+        return tok_max
+    positions = int(getattr(config, "max_position_embeddings", 512))
+    # RoBERTa-style models reserve padding_idx + 1 positions.
+    offset = 2 if getattr(config, "model_type", "") in {"roberta", "xlm-roberta", "camembert"} else 0
+    return positions - offset
+
+
+def encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    return enc["input_ids"].astype(np.int64), enc["attention_mask"].astype(np.int64)
+
+
+def eager_runner(model: Any) -> Runner:
+    import torch
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+        return out.logits.float().numpy()
+
+    return run
+
+
+def torchscript_runner(module: Any) -> Runner:
+    import torch
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
+
+    return run
+
+
+def onnx_runner(path: Path, threads: int = 0) -> Runner:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads:
+        so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return sess.run([layout.LOGITS], {layout.INPUT_IDS: ids, layout.ATTENTION_MASK: mask})[0]
+
+    return run
+
+
+def parity_cases(texts: Sequence[str], batches: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Every text alone (its natural length, batch 1), then the padded batches."""
+    return [[i] for i in range(len(texts))] + [list(b) for b in batches]
+
+
+def check_parity(
+    name: str,
+    candidate: Runner,
+    reference: Runner,
+    tokenizer: Any,
+    max_length: int,
+    atol: float,
+    texts: Sequence[str] = g.GOLDEN_TEXTS,
+    batches: Sequence[Sequence[int]] = g.GOLDEN_BATCHES,
+) -> dict[str, Any]:
+    """Compare an export with the eager model; raise ParityError naming the first text that disagrees."""
+    worst = 0.0
+    shapes: list[list[int]] = []
+    for case in parity_cases(texts, batches):
+        case_texts = [texts[i] for i in case]
+        ids, mask = encode(tokenizer, case_texts, max_length)
+        shapes.append(list(ids.shape))
+        ref = reference(ids, mask)
+        got = candidate(ids, mask)
+        if got.shape != ref.shape:
+            raise ParityError(f"{name}: output shape {got.shape} != eager {ref.shape} for input {ids.shape}")
+        diff = np.abs(got - ref).max(axis=-1)
+        for row, text in enumerate(case_texts):
+            d = float(diff[row])
+            worst = max(worst, d)
+            if not d <= atol or int(got[row].argmax()) != int(ref[row].argmax()):
+                raise ParityError(
+                    f"{name} parity check failed on text {text[:80]!r} (input shape {list(ids.shape)}): "
+                    f"max |logit difference| = {d:.3g} (tolerance {atol:g}), "
+                    f"label {int(got[row].argmax())} vs eager {int(ref[row].argmax())}"
+                )
+    logger.info("%s parity OK: %d cases, shapes %s, max |logit diff| %.2e", name, len(shapes),
+                sorted({tuple(s) for s in shapes}), worst)
+    return {"max_abs_logit_diff": worst, "cases": len(shapes), "atol": atol, "input_shapes": shapes}
+
+
+def label_agreement(candidate: Runner, reference: Runner, tokenizer: Any, texts: Sequence[str],
+                    max_length: int) -> tuple[float, list[str]]:
+    """Share of texts whose label is the same under both runners, and the texts that differ."""
+    differ: list[str] = []
+    for text in texts:
+        ids, mask = encode(tokenizer, [text], max_length)
+        if int(candidate(ids, mask)[0].argmax()) != int(reference(ids, mask)[0].argmax()):
+            differ.append(text)
+    return 1.0 - len(differ) / max(1, len(texts)), differ
+
+
+def agreement_texts(extra: Sequence[str] = ()) -> list[str]:
+    """Texts for the int8 label-agreement figure: the golden set, the demo held-out set, and `extra`."""
+    from .demo_data import HELD_OUT
+
+    return [*g.GOLDEN_TEXTS, *(t for t, _ in HELD_OUT), *extra]
+
+
+def export_torchscript(adapter: Any, tokenizer: Any, shape: tuple[int, int], path: Path) -> Any:
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = int(getattr(tokenizer, "vocab_size", 1000))
+    ids = torch.randint(0, vocab, shape, generator=gen)
+    mask = torch.ones_like(ids)
+    with step(f"Tracing TorchScript at input shape {list(shape)}"), torch.no_grad():
+        traced = torch.jit.trace(adapter, (ids, mask), check_trace=False)
+    torch.jit.save(traced, str(path))
+    return torch.jit.load(str(path)).eval()
+
+
+def export_onnx(adapter: Any, tokenizer: Any, shape: tuple[int, int], path: Path, opset: int) -> None:
+    import torch
+    from torch.export import Dim
+
+    # Example inputs at batch 2 and a short length: the exporter must not specialise on either.
+    ids, mask = (torch.from_numpy(a) for a in encode(tokenizer, ["an example text", "another one"], 32))
+    batch, seq = Dim("batch", min=1, max=4096), Dim("sequence", min=1, max=8192)
+    dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
+    with step(f"Exporting ONNX (opset {opset}, dynamic batch and sequence axes)"), torch.no_grad():
+        program = torch.onnx.export(
+            adapter,
+            (ids, mask),
+            input_names=[layout.INPUT_IDS, layout.ATTENTION_MASK],
+            output_names=[layout.LOGITS],
+            dynamic_shapes=dynamic,
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+        )
+        program.save(str(path), external_data=False)
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))  # the quantizer logs one line per tensor at INFO
+    try:
+        with step("Quantizing ONNX to int8 (onnxruntime dynamic quantization)"):
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def convert(opts: ConvertOptions, adapter_factory: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Run the whole conversion; returns the manifest. Raises ParityError on a parity failure."""
+    from .adapter import ModelTorchTraceAdapter
+
+    unknown = set(opts.formats) - set(FORMATS)
+    if unknown or not opts.formats:
+        raise ValueError(f"unknown formats {sorted(unknown)}; choose from {FORMATS}")
+    if "int8" in opts.formats and "onnx" not in opts.formats:
+        raise ValueError("int8 is quantized from the ONNX export: add onnx to --formats")
+
+    t0 = time.perf_counter()
+    model, tokenizer = load_model(opts.model, opts.revision)
+    max_length = resolve_max_length(tokenizer, model.config, opts.max_length)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    logger.info("Model: %d labels %s, max length %d tokens", len(labels), labels, max_length)
+    adapter = (adapter_factory or ModelTorchTraceAdapter)(model)
+    eager = eager_runner(model)
+    parity: dict[str, Any] = {}
+
+    with atomic_directory(opts.output) as out:
+        if "torchscript" in opts.formats:
+            ts = export_torchscript(adapter, tokenizer, opts.trace_shape, out / layout.TORCHSCRIPT_FILE)
+            parity["torchscript"] = check_parity("TorchScript", torchscript_runner(ts), eager, tokenizer,
+                                                 max_length, opts.atol)
+        if "onnx" in opts.formats:
+            export_onnx(adapter, tokenizer, opts.trace_shape, out / layout.ONNX_FILE, opts.opset)
+            parity["onnx"] = check_parity("ONNX", onnx_runner(out / layout.ONNX_FILE), eager, tokenizer,
+                                          max_length, opts.atol)
+        int8_run: Runner | None = None
+        if "int8" in opts.formats:
+            quantize_int8(out / layout.ONNX_FILE, out / layout.ONNX_INT8_FILE)
+            int8_run = onnx_runner(out / layout.ONNX_INT8_FILE)
+            texts = agreement_texts(opts.extra_agreement_texts)
+            with step(f"Measuring int8 label agreement on {len(texts)} texts"):
+                agree, differ = label_agreement(int8_run, eager, tokenizer, texts, max_length)
+            parity["int8"] = {"label_agreement": agree, "texts": len(texts), "disagreements": differ,
+                              "min_agreement": opts.int8_min_agreement}
+            logger.info("int8 label agreement with eager: %.4f (%d texts)", agree, len(texts))
+            if agree < opts.int8_min_agreement:
+                raise ParityError(
+                    f"int8 label agreement {agree:.4f} is below the threshold {opts.int8_min_agreement} "
+                    f"({len(differ)} of {len(texts)} texts differ, first: {differ[0][:80]!r})"
+                )
+
+        with step("Writing the golden file"):
+            entries = []
+            for text in g.GOLDEN_TEXTS:
+                ids, mask = encode(tokenizer, [text], max_length)
+                logits = eager(ids, mask)[0]
+                entry = g.GoldenEntry(text=text, label=labels[int(logits.argmax())],
+                                      logits=[float(x) for x in logits],
+                                      scores=[float(x) for x in softmax(logits)])
+                if int8_run is not None:
+                    q = int8_run(ids, mask)[0]
+                    entry.variants["int8"] = {"label": labels[int(q.argmax())],
+                                              "scores": [float(x) for x in softmax(q)]}
+                entries.append(entry)
+            g.GoldenFile(model=opts.model, labels=labels, max_length=max_length, entries=entries).save(
+                out / layout.GOLDEN_FILE)
+
+        tokenizer.save_pretrained(str(out / layout.TOKENIZER_DIR))
+        if not (out / layout.TOKENIZER_DIR / "tokenizer.json").is_file():
+            raise RuntimeError("the tokenizer did not save a tokenizer.json")
+        manifest = {
+            "tool": f"tritonfleet {__version__}",
+            "cache_key": cache_key(opts),
+            "model": opts.model,
+            "revision": model_revision(opts.model, opts.revision),
+            "options": opts.as_dict(),
+            "labels": labels,
+            "max_length": max_length,
+            "pad_token_id": int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
+            "parity": parity,
+            "files": {
+                p.relative_to(out).as_posix(): sha256_file(p)
+                for p in sorted(out.rglob("*")) if p.is_file()
+            },
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        (out / layout.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+    logger.info("Conversion done in %.1f s: %s", time.perf_counter() - t0, os.fspath(opts.output))
+    return manifest
+
+
+def load_manifest(artifacts: Path) -> dict[str, Any]:
+    path = Path(artifacts) / layout.MANIFEST_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"no {layout.MANIFEST_FILE} in {artifacts}: run `tritonfleet convert` first") from None

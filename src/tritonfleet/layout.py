@@ -1,0 +1,64 @@
+"""The model repository layout: the one place that names models, tensors and artifact files.
+
+The CLI (`build-repo`, `smoke-test`, `predict`, the benchmark) and the Ansible roles (which call the CLI)
+all take these names from here; nothing else spells them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Conversion artifacts (`tritonfleet convert --output DIR`).
+MANIFEST_FILE = "manifest.json"
+GOLDEN_FILE = "golden.json"
+TORCHSCRIPT_FILE = "model.pt"
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model.int8.onnx"
+TOKENIZER_DIR = "tokenizer"
+
+# Tensor names. The classifier keeps the article's plain tensor interface (pytorch backend naming).
+TEXT = "TEXT"
+INPUT_IDS = "INPUT__0"
+ATTENTION_MASK = "INPUT__1"
+LOGITS = "OUTPUT__0"
+LABEL = "LABEL"
+SCORES = "SCORES"
+
+BACKENDS = ("python", "onnxruntime", "pytorch")
+RUNNER_FORMATS = ("onnx", "int8", "torchscript")
+
+#: Which artifact file serves each runner format.
+FORMAT_FILES = {"onnx": ONNX_FILE, "int8": ONNX_INT8_FILE, "torchscript": TORCHSCRIPT_FILE}
+
+
+@dataclass(frozen=True)
+class ModelNames:
+    """Names of the four models of the repository."""
+
+    ensemble: str = "sentiment"
+    tokenizer: str = "sentiment_tokenizer"
+    classifier: str = "sentiment_classifier"
+    postprocess: str = "sentiment_postprocess"
+
+    def all(self) -> list[str]:
+        return [self.ensemble, self.tokenizer, self.classifier, self.postprocess]
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+MODELS = ModelNames()
+VERSION = "1"
+
+
+def model_dir(repo: Path, name: str) -> Path:
+    return repo / name
+
+
+def version_dir(repo: Path, name: str) -> Path:
+    return repo / name / VERSION
+
+
+def config_path(repo: Path, name: str) -> Path:
+    return repo / name / "config.pbtxt"

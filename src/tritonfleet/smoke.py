@@ -1,0 +1,108 @@
+"""`tritonfleet smoke-test`: prove a running server serves the converted model.
+
+Checks, in order: server live, server ready, every model of the repository ready, the ensemble's metadata,
+each golden text alone, all golden texts as one batch, and that an empty text is refused with INVALID_ARG.
+Prints a table; `run_smoke_test` returns 0 when every check passed, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from . import golden as g
+from . import layout
+from .client import ClientError, TextClient
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _short(text: str, width: int = 38) -> str:
+    text = text.replace("\n", " ")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _score_diff(got: list[float], want: list[float]) -> float:
+    return max(abs(a - b) for a, b in zip(got, want, strict=True))
+
+
+def run_checks(client: TextClient, gold: g.GoldenFile, tolerance: float, variant: str | None) -> list[Check]:
+    checks: list[Check] = []
+
+    def add(name: str, ok: bool, detail: str = "") -> bool:
+        checks.append(Check(name, ok, detail))
+        return ok
+
+    if not add("server live", client.live()) or not add("server ready", client.ready()):
+        return checks
+    for name in layout.MODELS.all():
+        add(f"model {name} ready", client.model_ready(name))
+    md = client.metadata(layout.MODELS.ensemble)
+    inputs = {i["name"]: i for i in md.get("inputs", [])}
+    outputs = {o["name"]: o for o in md.get("outputs", [])}
+    scores_shape = [int(d) for d in outputs.get(layout.SCORES, {}).get("shape", [])]
+    add("metadata", layout.TEXT in inputs and inputs[layout.TEXT].get("datatype") == "BYTES"
+        and layout.LABEL in outputs and scores_shape[-1:] == [len(gold.labels)],
+        f"inputs {sorted(inputs)}, outputs {sorted(outputs)}, SCORES shape {scores_shape}")
+
+    servable = [e for e in gold.entries if g.is_servable(e.text)]
+    for entry in servable:
+        want_label, want_scores = gold.expected(entry, variant)
+        got = client.predict([entry.text])[0]
+        diff = _score_diff(got.scores, want_scores)
+        add(f"single {_short(entry.text)!r}", got.label == want_label and diff <= tolerance,
+            f"{got.label} (want {want_label}), max |score diff| {diff:.1e}")
+    batch = client.predict([e.text for e in servable])
+    bad = [(e, p) for e, p in zip(servable, batch, strict=True)
+           if p.label != gold.expected(e, variant)[0]
+           or _score_diff(p.scores, gold.expected(e, variant)[1]) > tolerance]
+    add(f"batch of {len(servable)}", not bad,
+        "all labels and scores match" if not bad else f"{len(bad)} differ, first {bad[0][0].text[:40]!r}")
+    try:
+        client.predict([""])
+        add("empty text refused", False, "the server answered an empty text")
+    except ClientError as exc:
+        add("empty text refused", "INVALID" in (exc.status or "") or "400" in (exc.status or ""),
+            f"{exc.status}: {str(exc)[:60]}")
+    add("server ready after bad input", client.ready())
+    return checks
+
+
+def print_table(checks: list[Check], url: str, protocol: str, out: TextIO) -> None:
+    w = max(len(c.name) for c in checks)
+    print(f"smoke test of {url} over {protocol}", file=out)
+    print(f"{'check':<{w}}  result  detail", file=out)
+    print(f"{'-' * w}  ------  ------", file=out)
+    for c in checks:
+        print(f"{c.name:<{w}}  {'PASS' if c.ok else 'FAIL':<6}  {c.detail}", file=out)
+    failed = sum(not c.ok for c in checks)
+    print(f"{len(checks) - failed}/{len(checks)} checks passed" + (f", {failed} FAILED" if failed else ""), file=out)
+
+
+def run_smoke_test(url: str, golden_file: Path, protocol: str = "grpc", timeout: float = 30.0,
+                   tolerance: float = 1e-3, variant: str | None = None, json_out: Path | None = None,
+                   out: TextIO = sys.stdout) -> int:
+    try:
+        gold = g.GoldenFile.load(golden_file)
+    except ValueError as exc:
+        print(f"smoke-test: {exc}", file=sys.stderr)
+        return 1
+    try:
+        client = TextClient(url, protocol, timeout)
+        checks = run_checks(client, gold, tolerance, variant)
+    except ClientError as exc:
+        print(f"smoke-test: {exc}", file=sys.stderr)
+        return 1
+    print_table(checks, client.url, protocol, out)
+    if json_out:
+        json_out.write_text(json.dumps([c.__dict__ for c in checks], indent=2) + "\n")
+    client.close()
+    return 0 if all(c.ok for c in checks) else 1
