@@ -37,8 +37,16 @@ def cmd_demo_model(args: argparse.Namespace) -> int:
     except DemoModelError as exc:
         print(f"demo-model: {exc}", file=sys.stderr)
         return 1
-    print(f"demo model: {args.output} (held-out accuracy {info['held_out']['accuracy']:.1%} on "
-          f"{info['held_out']['size']} texts)")
+    print(f"demo model: {args.output} (held-out accuracy {info['held_out_accuracy']:.1%} on "
+          f"{info['held_out_size']} texts)")
+    return 0
+
+
+def cmd_random_model(args: argparse.Namespace) -> int:
+    from .random_model import make_random_model
+
+    make_random_model(args.output, args.preset, args.seed)
+    print(f"random {args.preset} model: {args.output} (random weights: for tests and speed benchmarks only)")
     return 0
 
 
@@ -199,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--output", type=Path, default=paths.DEMO_MODEL_DIR)
     s.add_argument("--force", action="store_true", help="rebuild even when the cache is valid")
     s.set_defaults(func=cmd_demo_model)
+
+    s = sub.add_parser("random-model", help="write a random-weight classifier (tiny or roberta-base size)")
+    s.add_argument("--output", type=Path, required=True)
+    s.add_argument("--preset", choices=("tiny", "roberta-base"), default="tiny")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_random_model)
 
     s = sub.add_parser("convert", help="export TorchScript/ONNX/int8 with parity checks and a golden file")
     s.add_argument("--model", default=os.environ.get("TRITONFLEET_MODEL", str(paths.DEMO_MODEL_DIR)),

@@ -312,7 +312,8 @@ def convert(opts: ConvertOptions, adapter_factory: Callable[[Any], Any] | None =
             if agree < opts.int8_min_agreement:
                 raise ParityError(
                     f"int8 label agreement {agree:.4f} is below the threshold {opts.int8_min_agreement} "
-                    f"({len(differ)} of {len(texts)} texts differ, first: {differ[0][:80]!r})"
+                    f"({len(differ)} of {len(texts)} texts differ"
+                    + (f", first: {differ[0][:80]!r})" if differ else ")")
                 )
 
         with step("Writing the golden file"):

@@ -79,7 +79,7 @@ def find_tritonserver() -> TritonInstall:
         return TritonInstall(Path(on_path), Path(os.environ.get("TRITON_BACKEND_DIR", "/opt/tritonserver/backends")))
     install = _pytriton_install()
     if install is None:
-        raise SystemExit("serve: no tritonserver found: install NVIDIA's image, or `pip install nvidia-pytriton==0.7.0`")
+        raise SystemExit("serve: no tritonserver found: use NVIDIA's image, or `pip install nvidia-pytriton==0.7.0`")
     return install
 
 

@@ -89,7 +89,8 @@ def print_table(checks: list[Check], url: str, protocol: str, out: TextIO) -> No
 
 def run_smoke_test(url: str, golden_file: Path, protocol: str = "grpc", timeout: float = 30.0,
                    tolerance: float = 1e-3, variant: str | None = None, json_out: Path | None = None,
-                   out: TextIO = sys.stdout) -> int:
+                   out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     try:
         gold = g.GoldenFile.load(golden_file)
     except ValueError as exc:

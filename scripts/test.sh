@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The README's second command: set everything up, then run every test stage.
+#   scripts/test.sh                 all stages
+#   scripts/test.sh unit integration  only those stages
+# Stages: lint unit integration ansible deploy bench
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ALL_STAGES=(lint unit integration ansible deploy bench)
+stages=("$@")
+[ "${#stages[@]}" -gt 0 ] || stages=("${ALL_STAGES[@]}")
+
+scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+mkdir -p build/test-results
+summary=()
+run_stage() {
+  local name=$1; shift
+  local t0=$SECONDS
+  echo; echo "=== stage: $name ==="
+  if "$@"; then
+    summary+=("$(printf '%-12s ok      %4ds' "$name" $((SECONDS - t0)))")
+  else
+    summary+=("$(printf '%-12s FAILED  %4ds' "$name" $((SECONDS - t0)))")
+    printf '%s\n' "" "=== test summary ===" "${summary[@]}"
+    exit 1
+  fi
+}
+
+for stage in "${stages[@]}"; do
+  case "$stage" in
+    lint) run_stage lint ruff check src tests scripts ;;
+    unit) run_stage unit python -m pytest tests/unit -q -p no:cacheprovider --junitxml=build/test-results/unit.xml ;;
+    integration) run_stage integration python -m pytest tests/integration -q -p no:cacheprovider \
+                   --junitxml=build/test-results/integration.xml ;;
+    ansible) run_stage ansible scripts/test-ansible.sh ;;
+    deploy) run_stage deploy scripts/test-deploy.sh ;;
+    bench) run_stage bench scripts/bench.sh --tiny ;;
+    *) echo "test.sh: unknown stage '$stage' (stages: ${ALL_STAGES[*]})" >&2; exit 2 ;;
+  esac
+done
+printf '%s\n' "" "=== test summary ===" "${summary[@]}"

@@ -1,0 +1,41 @@
+"""A real tritonserver (the nvidia-pytriton wheel's binary) serving the embedded demo model."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from tritonfleet import paths
+from tritonfleet.convert import ConvertOptions, convert
+from tritonfleet.demo_model import build_demo_model
+from tritonfleet.repo import RepoOptions, build_repository
+from tritonfleet.serve import TritonServer
+
+MAX_BATCH = 16
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def demo_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    build_demo_model(paths.DEMO_MODEL_DIR)  # cached after the first build
+    out = tmp_path_factory.mktemp("demo") / "artifacts"
+    convert(ConvertOptions(model=str(paths.DEMO_MODEL_DIR), output=out, formats=("onnx",)))
+    return out
+
+
+@pytest.fixture(scope="session")
+def server(demo_artifacts: Path, tmp_path_factory: pytest.TempPathFactory):
+    repo = tmp_path_factory.mktemp("demo") / "model_repository"
+    # A queue delay long enough that concurrent requests really meet in the dynamic batcher.
+    build_repository(demo_artifacts, repo, RepoOptions(max_batch_size=MAX_BATCH, max_queue_delay_us=20000))
+    srv = TritonServer(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                       log_file=tmp_path_factory.mktemp("logs") / "tritonserver.log")
+    with srv:
+        yield srv

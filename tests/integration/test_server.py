@@ -1,0 +1,136 @@
+"""Against a real tritonserver: smoke test over gRPC and HTTP, dynamic batching, and bad requests."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from tritonfleet import layout
+from tritonfleet.client import TextClient
+from tritonfleet.demo_data import ARTICLE_SENTENCES
+from tritonfleet.golden import GoldenEntry, GoldenFile
+from tritonfleet.smoke import run_smoke_test
+
+from .conftest import MAX_BATCH
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_smoke_test_passes(server, demo_artifacts, protocol, capsys):
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    assert run_smoke_test(url, demo_artifacts / layout.GOLDEN_FILE, protocol=protocol) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and "checks passed" in out
+
+
+def test_smoke_test_fails_on_a_golden_mismatch(server, demo_artifacts, tmp_path, capsys):
+    gold = GoldenFile.load(demo_artifacts / layout.GOLDEN_FILE)
+    first = gold.entries[0]
+    wrong = next(label for label in gold.labels if label != first.label)
+    gold.entries[0] = GoldenEntry(first.text, wrong, first.logits, first.scores)
+    gold.save(tmp_path / "tampered.json")
+    assert run_smoke_test(server.grpc_url, tmp_path / "tampered.json") == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("text", "label"), list(ARTICLE_SENTENCES.items()))
+def test_article_sentences_get_their_labels(server, text, label):
+    (pred,) = TextClient(server.grpc_url).predict([text])
+    assert pred.label == label
+    assert abs(sum(pred.scores) - 1.0) < 1e-4
+
+
+def test_the_articles_plain_tensor_interface(server, demo_artifacts):
+    """Client-side tokenization straight to the classifier, as in the article's client."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(demo_artifacts / layout.TOKENIZER_DIR))
+    enc = tok("I love you so much!", return_tensors="np")
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inputs = [grpcclient.InferInput(layout.INPUT_IDS, list(enc["input_ids"].shape), "INT64"),
+              grpcclient.InferInput(layout.ATTENTION_MASK, list(enc["attention_mask"].shape), "INT64")]
+    inputs[0].set_data_from_numpy(enc["input_ids"].astype(np.int64))
+    inputs[1].set_data_from_numpy(enc["attention_mask"].astype(np.int64))
+    logits = client.infer(layout.MODELS.classifier, inputs).as_numpy(layout.LOGITS)
+    assert logits.shape == (1, 3)
+    assert ["negative", "neutral", "positive"][int(logits[0].argmax())] == "positive"
+
+
+def _exec_and_infer_counts(client: TextClient, model: str) -> tuple[int, int]:
+    stats = client.statistics(model)["model_stats"][0]
+    return int(stats.get("execution_count", 0)), int(stats.get("inference_count", 0))
+
+
+def test_dynamic_batching_really_happens(server):
+    client = TextClient(server.grpc_url)
+    model = layout.MODELS.classifier
+    e0, i0 = _exec_and_infer_counts(client, model)
+    texts = [f"request number {i}: the weather is fine today" for i in range(96)]
+
+    def one(text: str) -> str:
+        return TextClient(server.grpc_url).predict([text])[0].label
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        labels = list(pool.map(one, texts))
+    assert len(labels) == 96
+    e1, i1 = _exec_and_infer_counts(client, model)
+    executions, inferences = e1 - e0, i1 - i0
+    assert inferences == 96
+    assert executions < inferences, f"{executions} executions for {inferences} inferences: no batching"
+
+
+def _grpc_infer(server, inputs):
+    return grpcclient.InferenceServerClient(server.grpc_url).infer(layout.MODELS.ensemble, inputs)
+
+
+def _text_input(items, name=layout.TEXT, datatype="BYTES", mod=grpcclient):
+    arr = np.array(items, dtype=object).reshape(-1, 1)
+    inp = mod.InferInput(name, list(arr.shape), datatype)
+    inp.set_data_from_numpy(arr)
+    return inp
+
+
+def _int_input():
+    inp = grpcclient.InferInput(layout.TEXT, [1, 1], "INT32")
+    inp.set_data_from_numpy(np.array([[7]], dtype=np.int32))
+    return inp
+
+
+BAD_REQUESTS = {
+    "empty text": (lambda: [_text_input([b""])], "empty"),
+    "blank text": (lambda: [_text_input([b"   \n"])], "empty"),
+    "100000-character text": (lambda: [_text_input([b"a" * 100_000])], "100000 bytes"),
+    "non-UTF-8 bytes": (lambda: [_text_input([b"caf\xe9 \xff\xfe"])], "not valid UTF-8"),
+    "one bad item in a batch": (lambda: [_text_input([b"fine", b"\xff"])], "TEXT[1] is not valid UTF-8"),
+    "wrong dtype": (lambda: [_int_input()], "expects 'BYTES'"),
+    "misnamed input": (lambda: [_text_input([b"hello"], name="TXT")], "TXT"),
+    "missing input": (lambda: [], "expected 1 inputs but got 0"),
+    "more items than max_batch_size": (lambda: [_text_input([b"hi"] * (MAX_BATCH + 1))],
+                                       f"batch-size must be <= {MAX_BATCH}"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request_gets_invalid_arg_and_server_stays_ready(server, case):
+    make, message = BAD_REQUESTS[case]
+    with pytest.raises(InferenceServerException) as err:
+        _grpc_infer(server, make())
+    assert err.value.status() == "StatusCode.INVALID_ARGUMENT", str(err.value)
+    assert message in err.value.message()
+    client = TextClient(server.grpc_url)
+    assert client.ready()
+    assert client.predict(["still serving?"])[0].label in ("negative", "neutral", "positive")
+
+
+def test_bad_request_over_http_is_a_400(server):
+    client = httpclient.InferenceServerClient(server.http_url)
+    with pytest.raises(InferenceServerException) as err:
+        client.infer(layout.MODELS.ensemble, [_text_input([b"\xff"], mod=httpclient)])
+    assert err.value.status() == "400"
+    assert "not valid UTF-8" in err.value.message()

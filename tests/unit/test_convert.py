@@ -1,0 +1,115 @@
+"""convert: exports match eager at shapes other than the traced one; failures name the text, write nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tritonfleet import golden as g
+from tritonfleet import layout
+from tritonfleet.adapter import ModelTorchTraceAdapter
+from tritonfleet.cli import main
+from tritonfleet.convert import (
+    ConvertOptions,
+    ParityError,
+    cache_key,
+    convert,
+    encode,
+    load_model,
+    onnx_runner,
+    torchscript_runner,
+)
+
+
+@pytest.fixture(scope="module")
+def eager(tiny_model):
+    return load_model(str(tiny_model))
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize(("batch", "length"), [(3, 17), (8, 64)])
+def test_export_matches_eager_at_untraced_batch_and_length(tiny_artifacts, eager, fmt, batch, length):
+    """Traced at [1, 100]; checked at other batch sizes and sequence lengths (the trace pitfall)."""
+    import torch
+
+    model, tokenizer = eager
+    texts = [("word " * (length - 2)).strip()] + [g.GOLDEN_TEXTS[i % 4] for i in range(1, batch)]
+    ids, mask = encode(tokenizer, texts, length)
+    assert ids.shape == (batch, length)
+    if fmt == "torchscript":
+        run = torchscript_runner(torch.jit.load(str(tiny_artifacts / layout.TORCHSCRIPT_FILE)))
+    else:
+        run = onnx_runner(tiny_artifacts / layout.ONNX_FILE)
+    with torch.no_grad():
+        want = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
+    got = run(ids, mask)
+    assert np.abs(got - want).max() <= 1e-4
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_manifest_records_parity_and_file_checksums(tiny_artifacts):
+    manifest = json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text())
+    assert manifest["labels"] == ["negative", "neutral", "positive"]
+    for fmt in ("torchscript", "onnx"):
+        assert manifest["parity"][fmt]["max_abs_logit_diff"] <= 1e-4
+        shapes = {tuple(s) for s in manifest["parity"][fmt]["input_shapes"]}
+        assert len({s[0] for s in shapes}) > 1 and len({s[1] for s in shapes}) > 1
+    assert 0.5 <= manifest["parity"]["int8"]["label_agreement"] <= 1.0
+    for name in (layout.TORCHSCRIPT_FILE, layout.ONNX_FILE, layout.ONNX_INT8_FILE, layout.GOLDEN_FILE,
+                 "tokenizer/tokenizer.json"):
+        assert len(manifest["files"][name]) == 64
+
+
+class ShapeDependentAdapter(ModelTorchTraceAdapter):
+    """Python control flow on a shape: tracing at length 100 bakes the long branch in."""
+
+    def forward(self, input_ids, attention_mask):
+        logits = super().forward(input_ids, attention_mask)
+        if input_ids.shape[1] > 50:
+            return logits * 2.0 + 1.0
+        return logits
+
+
+def test_parity_failure_names_the_text_and_keeps_old_artifacts(tiny_model, tmp_path):
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    (out / "previous.txt").write_text("the last good conversion")
+    opts = ConvertOptions(model=str(tiny_model), output=out, formats=("torchscript",))
+    with pytest.raises(ParityError) as err:
+        convert(opts, adapter_factory=ShapeDependentAdapter)
+    assert g.GOLDEN_TEXTS[0][:20] in str(err.value)
+    assert "max |logit difference|" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts"], "a scratch folder was left behind"
+    assert [p.name for p in out.iterdir()] == ["previous.txt"]
+
+
+def test_int8_below_threshold_fails_and_writes_nothing(tiny_model, tmp_path):
+    out = tmp_path / "int8"
+    opts = ConvertOptions(model=str(tiny_model), output=out, formats=("onnx", "int8"), int8_min_agreement=1.01)
+    with pytest.raises(ParityError, match="int8 label agreement"):
+        convert(opts)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_convert_exits_nonzero_on_unknown_format(tiny_model, tmp_path, capsys):
+    code = main(["convert", "--model", str(tiny_model), "--output", str(tmp_path / "x"), "--formats", "tflite"])
+    assert code == 2
+    assert "unknown formats ['tflite']" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cache_key_changes_with_options_and_model_contents(tiny_model, tmp_path):
+    base = ConvertOptions(model=str(tiny_model))
+    assert cache_key(base) == cache_key(ConvertOptions(model=str(tiny_model)))
+    assert cache_key(base) != cache_key(ConvertOptions(model=str(tiny_model), formats=("onnx",)))
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in Path(tiny_model).iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    assert cache_key(ConvertOptions(model=str(copy))) == cache_key(ConvertOptions(model=str(copy)))
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace('"neutral"', '"meh"'))
+    assert cache_key(ConvertOptions(model=str(copy))) != cache_key(ConvertOptions(model=str(tiny_model)))

@@ -1,0 +1,142 @@
+"""build-repo: every generated config.pbtxt parsed back with Triton's ModelConfig protobuf, field by field."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonfleet import layout
+from tritonfleet.repo import BUILD_INFO_FILE, RepoOptions, build_repository, parse_config, render_configs
+
+N = layout.MODELS
+DT = mc.DataType
+
+
+@pytest.fixture(scope="module", params=[("python", "onnx"), ("onnxruntime", "int8"), ("pytorch", "torchscript"),
+                                        ("python", "torchscript")])
+def built(request, tiny_artifacts, tmp_path_factory):
+    backend, fmt = request.param
+    opts = RepoOptions(backend=backend, runner_format=fmt, max_batch_size=32, preferred_batch_sizes=[8, 16],
+                       max_queue_delay_us=1500, instance_count=2, tokenizer_instance_count=3)
+    repo = tmp_path_factory.mktemp("repo") / backend
+    info = build_repository(tiny_artifacts, repo, opts)
+    configs = {name: parse_config(layout.config_path(repo, name).read_text(), name) for name in N.all()}
+    return repo, opts, info, configs
+
+
+def _io(tensors):
+    return {t.name: (t.data_type, list(t.dims)) for t in tensors}
+
+
+def test_ensemble_takes_batched_text_and_returns_label_and_scores(built):
+    _, opts, _, cfg = built
+    c = cfg[N.ensemble]
+    assert c.name == N.ensemble and c.platform == "ensemble"
+    assert c.max_batch_size == opts.max_batch_size
+    assert _io(c.input) == {layout.TEXT: (DT.TYPE_STRING, [1])}
+    assert _io(c.output) == {layout.LABEL: (DT.TYPE_STRING, [1]), layout.SCORES: (DT.TYPE_FP32, [3])}
+
+
+def test_ensemble_steps_chain_tokenizer_classifier_postprocess(built):
+    steps = built[3][N.ensemble].ensemble_scheduling.step
+    assert [s.model_name for s in steps] == [N.tokenizer, N.classifier, N.postprocess]
+    assert dict(steps[0].input_map) == {layout.TEXT: layout.TEXT}
+    assert set(steps[0].output_map.values()) == set(steps[1].input_map.values())
+    assert set(steps[1].input_map) == {layout.INPUT_IDS, layout.ATTENTION_MASK}
+    assert list(steps[1].output_map.values()) == list(steps[2].input_map.values())
+    assert dict(steps[2].output_map) == {layout.LABEL: layout.LABEL, layout.SCORES: layout.SCORES}
+
+
+def test_tokenizer_config(built):
+    _, opts, _, cfg = built
+    c = cfg[N.tokenizer]
+    assert c.backend == "python" and c.max_batch_size == opts.max_batch_size
+    assert _io(c.output) == {layout.INPUT_IDS: (DT.TYPE_INT64, [-1]), layout.ATTENTION_MASK: (DT.TYPE_INT64, [-1])}
+    assert [(g.count, g.kind) for g in c.instance_group] == [(3, mc.ModelInstanceGroup.KIND_CPU)]
+    params = json.loads(c.parameters["tokenizer"].string_value)
+    assert params["max_length"] == 128 and params["max_text_bytes"] == opts.max_text_bytes
+
+
+def test_classifier_keeps_the_articles_tensor_interface(built):
+    _, opts, _, cfg = built
+    c = cfg[N.classifier]
+    assert c.backend == opts.backend
+    assert _io(c.input) == {layout.INPUT_IDS: (DT.TYPE_INT64, [-1]), layout.ATTENTION_MASK: (DT.TYPE_INT64, [-1])}
+    assert _io(c.output) == {layout.LOGITS: (DT.TYPE_FP32, [3])}
+    assert all(i.allow_ragged_batch == (opts.backend == "python") for i in c.input)
+
+
+def test_classifier_batching_instances_and_warmup(built):
+    _, opts, _, cfg = built
+    c = cfg[N.classifier]
+    assert c.max_batch_size == 32
+    assert list(c.dynamic_batching.preferred_batch_size) == [8, 16]
+    assert c.dynamic_batching.max_queue_delay_microseconds == 1500
+    assert [(g.count, g.kind) for g in c.instance_group] == [(2, mc.ModelInstanceGroup.KIND_CPU)]
+    (w,) = c.model_warmup
+    assert w.batch_size == 1 and set(w.inputs) == {layout.INPUT_IDS, layout.ATTENTION_MASK}
+    assert all(v.zero_data and list(v.dims) == [16] for v in w.inputs.values())
+
+
+def test_classifier_model_file_matches_backend(built):
+    repo, opts, _, cfg = built
+    files = {p.name for p in layout.version_dir(repo, N.classifier).iterdir()}
+    model_file = layout.FORMAT_FILES[opts.runner_format]
+    assert model_file in files
+    if opts.backend == "python":
+        assert "model.py" in files and cfg[N.classifier].default_model_filename == ""
+        runner = json.loads(cfg[N.classifier].parameters["runner"].string_value)
+        assert runner["model_file"] == model_file
+    else:
+        assert "model.py" not in files and cfg[N.classifier].default_model_filename == model_file
+
+
+def test_postprocess_labels_come_from_id2label(built):
+    c = built[3][N.postprocess]
+    params = json.loads(c.parameters["postprocess"].string_value)
+    assert params["labels"] == ["negative", "neutral", "positive"]
+    assert _io(c.output) == {layout.LABEL: (DT.TYPE_STRING, [1]), layout.SCORES: (DT.TYPE_FP32, [3])}
+
+
+def test_build_info_records_checksum_and_variant(built):
+    repo, opts, info, _ = built
+    saved = json.loads((repo / BUILD_INFO_FILE).read_text())
+    assert saved == info
+    assert saved["variant"] == ("int8" if opts.runner_format == "int8" else "fp32")
+    assert len(saved["checksum"]) == 64
+
+
+def test_gpu_tensorrt_fp16_config(tiny_artifacts):
+    from tritonfleet.convert import load_manifest
+
+    opts = RepoOptions(backend="onnxruntime", runner_format="onnx", instance_kind="KIND_GPU", tensorrt=True,
+                       fp16=True)
+    c = parse_config(render_configs(load_manifest(tiny_artifacts), opts)[N.classifier])
+    assert c.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+    (acc,) = c.optimization.execution_accelerators.gpu_execution_accelerator
+    assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP16"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"backend": "pytorch", "runner_format": "onnx"}, "serves TorchScript"),
+    ({"backend": "onnxruntime", "runner_format": "torchscript"}, "serves ONNX"),
+    ({"backend": "tensorflow"}, "choose one of"),
+    ({"preferred_batch_sizes": [128]}, "preferred batch sizes"),
+    ({"tensorrt": True}, "needs the onnxruntime backend on KIND_GPU"),
+    ({"instance_count": 0}, "at least 1"),
+])
+def test_bad_options_are_refused_with_a_clear_message(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RepoOptions(**kwargs).validate()
+
+
+def test_failed_build_leaves_the_previous_repository(tiny_artifacts, tmp_path):
+    repo = tmp_path / "repo"
+    build_repository(tiny_artifacts, repo, RepoOptions())
+    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
+    with pytest.raises(ValueError):
+        build_repository(tiny_artifacts, repo, RepoOptions(backend="pytorch", runner_format="onnx"))
+    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]
