@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io mmdebstrap libb64-0d python3-venv rsync curl ca-certificates)
+APT_PACKAGES=(docker.io mmdebstrap libb64-0d python3-venv rsync curl ca-certificates docker-registry skopeo)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

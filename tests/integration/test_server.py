@@ -134,3 +134,14 @@ def test_bad_request_over_http_is_a_400(server):
         client.infer(layout.MODELS.ensemble, [_text_input([b"\xff"], mod=httpclient)])
     assert err.value.status() == "400"
     assert "not valid UTF-8" in err.value.message()
+
+
+def test_demo_model_meets_its_quality_bar(demo_artifacts):
+    """The embedded default model: >= 85% on >= 60 held-out texts, the article's sentences right."""
+    from tritonfleet import paths
+    from tritonfleet.demo_model import read_build_info
+
+    info = read_build_info(paths.DEMO_MODEL_DIR)
+    assert info["held_out_size"] >= 60
+    assert info["held_out_accuracy"] >= 0.85
+    assert {t: p["predicted"] for t, p in info["article_predictions"].items()} == ARTICLE_SENTENCES
