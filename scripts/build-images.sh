@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2016  # mmdebstrap hooks are snippets run with "$1" = the new root: single quotes on purpose
+# Build the project's container images on this machine. No registry can be pulled from, so every image starts
+# from a Debian 12 root file system made by mmdebstrap.
+#
+#   scripts/build-images.sh [IMAGE...]     IMAGE: debian12-systemd debian12-base tritonserver-cpu convert (default: all)
+#
+# Idempotent: each image carries a label with the sha256 of its inputs (package lists, Dockerfile, wheel pins,
+# the base image's id, the project's sources); an image whose label matches is not rebuilt.
+# FORCE=1 rebuilds anyway. Timings are printed per image.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEBIAN_MIRROR=${TRITONFLEET_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DEBIAN_SECURITY_MIRROR=${TRITONFLEET_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+SUITE=bookworm
+PYTRITON_VERSION=${TRITONFLEET_PYTRITON_VERSION:-0.7.0}
+TRITON_VERSION=${TRITONFLEET_TRITON_VERSION:-2.51.0}   # the server version inside that pytriton wheel
+TORCH_VERSION=${TRITONFLEET_TORCH_VERSION:-2.13.0}     # a CPU wheel; an unpinned torch pulls GBs of CUDA packages
+PIP=${PIP:-.venv/bin/pip}
+PYTHON=${PYTHON:-.venv/bin/python}
+WORK=build/images
+LABEL=org.tritonfleet.inputs-sha256
+FORCE=${FORCE:-0}
+
+PROJECT_VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)
+SYSTEMD_IMAGE=tritonfleet/debian12-systemd:latest
+BASE_IMAGE=tritonfleet/debian12-base:latest
+TRITON_IMAGE=tritonfleet/tritonserver-cpu:${TRITON_VERSION}
+CONVERT_IMAGE=tritonfleet/convert:${PROJECT_VERSION}
+
+# Packages of the systemd image: what systemd as PID 1 and Ansible's modules (apt, systemd, user, ...) need.
+SYSTEMD_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,sudo,gnupg,curl,pciutils,kmod,less
+# Packages of the plain base (tritonserver-cpu, convert): python 3.11 with its shared library and venv support.
+BASE_PACKAGES=python3,python3-venv,libpython3.11,ca-certificates,zlib1g,libexpat1
+# dpkg drops documentation, man pages and locales: smaller images, faster imports.
+DPKG_EXCLUDES=(--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
+  --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*'
+  --dpkgopt='path-exclude=/usr/share/info/*')
+
+log() { printf '[build-images %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+inputs_hash() { sha256sum | cut -c1-64; }
+
+current_label() {
+  docker image inspect --format "{{ index .Config.Labels \"$LABEL\" }}" "$1" 2>/dev/null || true
+}
+
+up_to_date() {  # IMAGE HASH
+  [ "$FORCE" != 1 ] && [ "$(current_label "$1")" = "$2" ]
+}
+
+prune_build_stages() {  # STAGE: the untagged images of a Dockerfile's build stage (LABEL org.tritonfleet.stage=STAGE)
+  docker image prune --force --filter "label=org.tritonfleet.stage=$1" >/dev/null
+}
+
+image_id() { docker image inspect --format '{{.Id}}' "$1"; }
+
+mmdebstrap_image() {  # IMAGE PACKAGES CMD [HOOK...]
+  local image=$1 packages=$2 cmd=$3 hash tar start
+  shift 3
+  local hooks=("$@")
+  hash=$(printf '%s\n' "recipe=3" "${hooks[@]}" "$SUITE" "$DEBIAN_MIRROR" "$DEBIAN_SECURITY_MIRROR" "$packages" "$cmd" \
+    "${DPKG_EXCLUDES[*]}" | inputs_hash)
+  if up_to_date "$image" "$hash"; then log "$image is up to date"; return; fi
+  command -v mmdebstrap >/dev/null || { echo "build-images: mmdebstrap is missing (scripts/setup.sh installs it)" >&2; exit 1; }
+  start=$SECONDS
+  tar="$WORK/$(echo "${image%%:*}" | tr / _).tar"
+  log "mmdebstrap $SUITE (minbase) for $image"
+  mmdebstrap --quiet --variant=minbase --include="$packages" "${DPKG_EXCLUDES[@]}" \
+    --customize-hook='rm -f "$1"/etc/machine-id "$1"/var/lib/dbus/machine-id; touch "$1"/etc/machine-id' \
+    "${hooks[@]}" --customize-hook='rm -rf "$1"/var/cache/apt/*.bin' \
+    "$SUITE" "$tar" \
+    "deb $DEBIAN_MIRROR $SUITE main" "deb $DEBIAN_MIRROR $SUITE-updates main" \
+    "deb $DEBIAN_SECURITY_MIRROR $SUITE-security main"
+  log "mmdebstrap done in $((SECONDS - start)) s ($(du -h "$tar" | cut -f1)); importing"
+  docker import --change "CMD $cmd" --change "ENV container=docker" \
+    --change "LABEL $LABEL=$hash" "$tar" "$image" >/dev/null
+  rm -f "$tar"
+  log "$image built in $((SECONDS - start)) s"
+}
+
+build_systemd() {
+  # systemd as PID 1: Molecule's platforms and the local fleet hosts. STOPSIGNAL is set at run time
+  # (docker import does not take it): fleet.sh and molecule stop the containers with SIGRTMIN+3.
+  # The apt lists stay in the image, as on a real host: Ansible's apt module (cache_valid_time) trusts them.
+  mmdebstrap_image "$SYSTEMD_IMAGE" "$SYSTEMD_PACKAGES" '["/lib/systemd/systemd"]' --skip=cleanup/apt/lists
+}
+
+build_base() {
+  # No apt lists: the Dockerfiles install nothing with apt (wheels only).
+  mmdebstrap_image "$BASE_IMAGE" "$BASE_PACKAGES" '["/bin/bash"]' --customize-hook='rm -rf "$1"/var/lib/apt/lists/*'
+}
+
+# Download wheels into a build context's wheelhouse with the host's pip configuration (which reaches the
+# local mirrors); inside `docker build` pip then installs with --no-index from that directory.
+wheelhouse() {  # DIR REQUIREMENT...
+  local dir=$1; shift
+  mkdir -p "$dir"
+  # The images run the same Python (3.11) on the same platform as this machine (Debian 12, x86_64).
+  "$PIP" download --quiet --disable-pip-version-check --prefer-binary --dest "$dir" "$@"
+}
+
+build_triton() {
+  build_base
+  local ctx=$WORK/tritonserver-cpu hash start
+  hash=$( { printf '%s\n' "recipe=1" "$PYTRITON_VERSION" "$(image_id "$BASE_IMAGE")"; \
+    cat docker/tritonserver-cpu.Dockerfile docker/tritonserver-cpu.requirements.txt; } | inputs_hash)
+  if up_to_date "$TRITON_IMAGE" "$hash"; then log "$TRITON_IMAGE is up to date"; return; fi
+  start=$SECONDS
+  rm -rf "$ctx"; mkdir -p "$ctx/wheels"
+  log "downloading nvidia-pytriton==$PYTRITON_VERSION and the python models' wheels"
+  "$PIP" download --quiet --disable-pip-version-check --no-deps --dest "$ctx/pytriton" "nvidia-pytriton==$PYTRITON_VERSION"
+  wheelhouse "$ctx/wheels" -r docker/tritonserver-cpu.requirements.txt
+  # Lay the server out like NVIDIA's image: /opt/tritonserver/{bin,backends,caches,lib}.
+  "$PYTHON" - "$ctx" <<'PY'
+import pathlib, shutil, sys, zipfile
+ctx = pathlib.Path(sys.argv[1])
+wheel = next((ctx / "pytriton").glob("nvidia_pytriton-*.whl"))
+out = ctx / "tritonserver"
+with zipfile.ZipFile(wheel) as zf:
+    for info in zf.infolist():
+        name = info.filename
+        if name.startswith("pytriton/tritonserver/"):
+            rel = name[len("pytriton/tritonserver/"):]
+        elif name.startswith("nvidia_pytriton.libs/"):
+            rel = "lib/" + name[len("nvidia_pytriton.libs/"):]
+        else:
+            continue
+        if not rel or name.endswith("/") or "__pycache__" in rel:
+            continue
+        dest = out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(dest, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        if (info.external_attr >> 16) & 0o111 or rel.startswith(("bin/", "python_backend_stubs/")) or ".so" in rel:
+            dest.chmod(0o755)
+# The python backend runs models with the stub built for the image's Python (Debian 12: 3.11).
+shutil.copy2(out / "python_backend_stubs/3.11/triton_python_backend_stub", out / "backends/python/")
+shutil.rmtree(out / "python_backend_stubs")
+PY
+  rm -rf "$ctx/pytriton"
+  cp docker/tritonserver-cpu.Dockerfile docker/tritonserver-cpu.requirements.txt "$ctx/"
+  log "docker build $TRITON_IMAGE"
+  docker build --quiet -f "$ctx/tritonserver-cpu.Dockerfile" --build-arg "BASE=$BASE_IMAGE" \
+    --label "$LABEL=$hash" --label "org.tritonfleet.triton-version=$TRITON_VERSION" -t "$TRITON_IMAGE" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  prune_build_stages build-tritonserver
+  log "$TRITON_IMAGE built in $((SECONDS - start)) s ($(docker image inspect --format '{{.Size}}' "$TRITON_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
+
+project_files() {  # the project's files that go into the conversion image, NUL-separated and sorted
+  local paths=(pyproject.toml src model_repository)
+  [ -f README.md ] && paths+=(README.md)
+  find "${paths[@]}" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' ! -path '*.egg-info/*' -print0 | sort -z
+}
+
+build_convert() {
+  build_base
+  local ctx=$WORK/convert cache=$WORK/wheelhouse-convert hash start requirements
+  # The project's dependencies: pyproject.toml's dependencies plus the "convert" extra (the image installs the
+  # project itself with --no-deps, after them).
+  requirements=$("$PYTHON" - <<'PY'
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["convert"]))
+PY
+)
+  hash=$( { printf '%s\n' "recipe=2" "$TORCH_VERSION" "$requirements" "$(image_id "$BASE_IMAGE")"; \
+    cat docker/conversion.Dockerfile; project_files | xargs -0 sha256sum; } | inputs_hash)
+  if up_to_date "$CONVERT_IMAGE" "$hash"; then log "$CONVERT_IMAGE is up to date"; return; fi
+  start=$SECONDS
+  # The wheelhouse is kept between builds (build/images/wheelhouse-convert) and downloaded again only when the
+  # requirements change: the docker build then reuses its cached dependency layers, and a change of src/ costs
+  # only the last layers.
+  if [ "$(cat "$cache/.requirements" 2>/dev/null)" != "torch==$TORCH_VERSION"$'\n'"$requirements" ]; then
+    log "downloading the conversion wheels (torch==$TORCH_VERSION CPU, transformers, onnx, ...)"
+    rm -rf "$cache"
+    # shellcheck disable=SC2086  # one requirement per word
+    wheelhouse "$cache" "torch==$TORCH_VERSION" "setuptools>=68" wheel $requirements
+    printf '%s\n' "$requirements" >"$cache/requirements.txt"
+    printf '%s\n%s' "torch==$TORCH_VERSION" "$requirements" >"$cache/.requirements"
+  fi
+  rm -rf "$ctx"; mkdir -p "$ctx/project"
+  cp -al "$cache" "$ctx/wheels"
+  rm -f "$ctx/wheels/.requirements"
+  cp -r pyproject.toml src "$ctx/project/"
+  cp -r model_repository "$ctx/model_repository"
+  if [ -f README.md ]; then cp README.md "$ctx/project/"; else echo "# tritonfleet" >"$ctx/project/README.md"; fi
+  find "$ctx/project" "$ctx/model_repository" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+  cp docker/conversion.Dockerfile "$ctx/"
+  log "docker build $CONVERT_IMAGE ($(du -sh "$ctx/wheels" | cut -f1) of wheels)"
+  docker build --quiet -f "$ctx/conversion.Dockerfile" --build-arg "BASE=$BASE_IMAGE" \
+    --build-arg "TORCH_REQUIREMENT=torch==$TORCH_VERSION" \
+    --label "$LABEL=$hash" -t "$CONVERT_IMAGE" -t tritonfleet/convert:latest "$ctx" >/dev/null
+  rm -rf "$ctx"
+  log "$CONVERT_IMAGE built in $((SECONDS - start)) s ($(docker image inspect --format '{{.Size}}' "$CONVERT_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
+}
+
+main() {
+  scripts/docker-up.sh >/dev/null
+  mkdir -p "$WORK"
+  local targets=("$@") target total
+  [ "${#targets[@]}" -gt 0 ] || targets=(debian12-systemd debian12-base tritonserver-cpu convert)
+  total=$SECONDS
+  for target in "${targets[@]}"; do
+    case "$target" in
+      debian12-systemd) build_systemd ;;
+      debian12-base) build_base ;;
+      tritonserver-cpu) build_triton ;;
+      convert) build_convert ;;
+      *) echo "build-images: unknown image '$target'" >&2; exit 2 ;;
+    esac
+  done
+  log "done in $((SECONDS - total)) s"
+}
+
+# Everything above is read before anything runs: editing this file during a build cannot break that build.
+main "$@"
