@@ -44,7 +44,7 @@ fi
 
 if [ "${SKIP_MOLECULE:-0}" != 1 ]; then
   step "docker engine" scripts/docker-up.sh
-  step "image tritonfleet/debian12-systemd" scripts/build-images.sh debian12-systemd
+  step "images debian12-systemd, tritonserver-cpu" scripts/build-images.sh debian12-systemd tritonserver-cpu
   for role in "${roles[@]}"; do
     # A container name per role (.config/molecule/config.yml): scenarios never collide.
     # shellcheck disable=SC2016  # $1 is expanded by the inner bash

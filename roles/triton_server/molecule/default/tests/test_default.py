@@ -1,0 +1,54 @@
+"""Facts about a host converged by the triton_server role (CPU image, one echo model)."""
+
+import json
+
+import pytest
+
+CONTAINER = "tritonserver"
+ROOT = "/opt/tritonfleet/model_repository"
+
+
+def inspect(host):
+    return json.loads(host.check_output(f"docker inspect {CONTAINER}"))[0]
+
+
+def test_container_is_running(host):
+    assert inspect(host)["State"]["Running"]
+
+
+def test_container_runs_as_non_root(host):
+    assert inspect(host)["Config"]["User"] == "1000:1000"
+
+
+def test_server_process_is_not_root(host):
+    assert host.check_output("ps -C tritonserver -o uid=").split() == ["1000"]
+
+
+def test_repository_is_mounted_read_only(host):
+    mounts = {m["Destination"]: m for m in inspect(host)["Mounts"]}
+    assert mounts["/models"]["RW"] is False
+
+
+@pytest.mark.parametrize(("key", "value"), [("Name", "unless-stopped")])
+def test_restart_policy(host, key, value):
+    assert inspect(host)["HostConfig"]["RestartPolicy"][key] == value
+
+
+@pytest.mark.parametrize("port", [8000, 8001, 8002])
+def test_port_is_listening(host, port):
+    assert host.socket(f"tcp://0.0.0.0:{port}").is_listening
+
+
+@pytest.mark.parametrize("path", ["/v2/health/ready", "/v2/health/live", "/v2/models/echo/ready"])
+def test_endpoint_answers_200(host, path):
+    assert host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8000{path}") == "200"
+
+
+def test_model_checksum_label_matches_current_release(host):
+    label = inspect(host)["Config"]["Labels"]["org.tritonfleet.model-checksum"]
+    assert host.file(f"{ROOT}/current").linked_to == f"{ROOT}/releases/{label}"
+
+
+@pytest.mark.parametrize("arg", ["--model-repository=/models/current", "--model-control-mode=none"])
+def test_server_argument(host, arg):
+    assert arg in inspect(host)["Args"]

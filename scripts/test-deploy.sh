@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The deployment tests (called by scripts/test.sh):
+#   1. scripts/deploy-local.sh: images, fleet, site.yml (first run);
+#   2. testinfra on the deployed fleet (tests/infra, --hosts=ansible://triton_servers, inventories/local);
+#   3. tests/deploy: a second site.yml run changes nothing, --check --diff reports nothing, bad input
+#      (missing variable, bad port, unreachable host), a smoke-test mismatch stops the rollout.
+# Logs: build/test-deploy/. SKIP_DEPLOY=1 skips step 1 (the fleet is already deployed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+export no_proxy="*" NO_PROXY="*"
+mkdir -p build/test-deploy
+log() { printf '[test-deploy %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+total=$SECONDS
+timings=()
+
+if [ "${SKIP_DEPLOY:-0}" != 1 ]; then
+  start=$SECONDS
+  log "scripts/deploy-local.sh (log: build/test-deploy/deploy-local.log)"
+  scripts/deploy-local.sh 2>&1 | tee build/test-deploy/deploy-local.log | grep -E '^\[deploy-local|PLAY RECAP|: ok=|^===|PASS|FAIL' || true
+  [ "${PIPESTATUS[0]}" = 0 ] || { log "deploy-local.sh failed"; tail -n 60 build/test-deploy/deploy-local.log; exit 1; }
+  timings+=("deploy-local.sh: $((SECONDS - start)) s")
+fi
+
+start=$SECONDS
+log "testinfra on the deployed fleet"
+pytest -p no:cacheprovider tests/infra -v --hosts='ansible://triton_servers' \
+  --ansible-inventory=inventories/local --junitxml=build/test-deploy/infra.xml
+timings+=("tests/infra: $((SECONDS - start)) s")
+
+start=$SECONDS
+log "playbook tests (idempotence, check mode, bad input, failed rollout)"
+pytest -p no:cacheprovider tests/deploy -v -s --junitxml=build/test-deploy/deploy.xml
+timings+=("tests/deploy: $((SECONDS - start)) s")
+
+log "all deployment tests passed in $((SECONDS - total)) s"
+printf '  %s\n' "${timings[@]}"

@@ -1,0 +1,45 @@
+"""The serving benchmark end to end at tiny scale: all four setups, a 2-point sweep, JSON and PNG.
+
+Runs `scripts/bench.sh --tiny` (which also installs perf_analyzer into build/bench/tools when it can; without it,
+setup B falls back to the asyncio gRPC tensor client). Starts real tritonservers and a Flask server on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_bench_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    proc = subprocess.run([str(ROOT / "scripts" / "bench.sh"), "--tiny", "--output", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    report = json.loads((out / "bench.json").read_text())
+    assert report["errors"] == {}
+    assert set(report["setups"]) >= {"A", "B", "C", "D"}
+    for name in ("A", "B", "C", "D"):
+        w = report["setups"][name]["w200"]
+        assert w["throughput"] > 0, (name, w)
+        assert w["errors"] == 0, (name, w)
+    for name in ("A", "B", "C"):
+        sweep = report["setups"][name]["sweep"]
+        assert [p["users"] for p in sweep] == [1, 8], name
+        assert all(p["throughput"] > 0 and p["errors"] == 0 for p in sweep), (name, sweep)
+        assert report["setups"][name]["server_peak_rss_mb"] > 0
+    for name in ("B", "C"):
+        assert report["setups"][name]["w200"]["avg_batch_size"] >= 1
+    assert report["setups"]["B"]["w200"]["avg_batch_size"] == 1  # max_batch_size 1
+    assert report["setups"]["C"]["tuning"]["candidates"], "setup C's search is recorded"
+    assert set(report["targets"]) >= {"C_vs_A_throughput", "C_vs_B_throughput", "C_vs_D_throughput", "C_p99_ms",
+                                      "C_errors", "all_pass"}
+    assert "allowed" in report["int8_policy"]
+    png = out / "bench.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,88 @@
+"""Helpers for the deploy tests: run ansible-playbook against the local fleet and parse its output.
+
+The fleet must be deployed (scripts/deploy-local.sh) before these tests run; scripts/test-deploy.sh does both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = ROOT / ".venv" / "bin"
+INVENTORY = ROOT / "inventories" / "local"
+SERVERS = ["tf-server-1", "tf-server-2"]
+CONVERSION_HOST = "tf-convert-1"
+LOG_DIR = ROOT / "build" / "test-deploy"
+
+RECAP_LINE = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)"
+)
+
+
+@dataclass
+class PlaybookRun:
+    args: list[str]
+    returncode: int
+    output: str
+    seconds: float
+
+    @property
+    def recap(self) -> dict[str, dict[str, int]]:
+        """PLAY RECAP: host -> {ok, changed, unreachable, failed}."""
+        out: dict[str, dict[str, int]] = {}
+        in_recap = False
+        for line in self.output.splitlines():
+            if line.startswith("PLAY RECAP"):
+                in_recap = True
+                continue
+            if in_recap:
+                m = RECAP_LINE.match(line.strip())
+                if m:
+                    out[m["host"]] = {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+        return out
+
+    def play_output(self, title: str) -> str:
+        """The output of the play whose name starts with `title` (up to the next play or the recap)."""
+        m = re.search(rf"^PLAY \[{re.escape(title)}.*?(?=^PLAY |\Z)", self.output, re.S | re.M)
+        return m.group(0) if m else ""
+
+
+def ansible_playbook(playbook: str, *args: str, inventory: list[Path] | None = None, log_name: str = "") -> PlaybookRun:
+    cmd = [str(VENV_BIN / "ansible-playbook")]
+    for inv in inventory or [INVENTORY]:
+        cmd += ["-i", str(inv)]
+    # TRITONFLEET_DEPLOY_ARGS: extra ansible-playbook arguments for every run (e.g. "-e model_conversion_model=DIR").
+    cmd += [str(ROOT / "playbooks" / playbook), *args, *shlex.split(os.environ.get("TRITONFLEET_DEPLOY_ARGS", ""))]
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    start = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = PlaybookRun(cmd, proc.returncode, proc.stdout, time.monotonic() - start)
+    if log_name:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        footer = f"[{run.seconds:.0f} s, rc {run.returncode}]"
+        (LOG_DIR / f"{log_name}.log").write_text(f"$ {' '.join(cmd)}\n{run.output}\n{footer}\n")
+    print(f"{' '.join(cmd[1:])}: rc {run.returncode} in {run.seconds:.0f} s")
+    print("\n".join(run.output.splitlines()[-12:]))
+    return run
+
+
+def fleet_docker(host: str, *args: str) -> str:
+    """Run `docker ARGS` on the Docker engine inside a fleet host."""
+    proc = subprocess.run(["docker", "exec", host, "docker", *args], check=True, capture_output=True, text=True)
+    return proc.stdout.strip()
+
+
+def host_address(host: str) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", host],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[0]

@@ -1,0 +1,177 @@
+"""ansible-playbook against the deployed local fleet: idempotence, check mode, bad input, a failed rollout.
+
+Order matters (pytest runs the file top to bottom): the converged-fleet tests first, the rollout failure last,
+followed by the run that converges the fleet again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from fleetlib import (
+    CONVERSION_HOST,
+    INVENTORY,
+    ROOT,
+    SERVERS,
+    VENV_BIN,
+    ansible_playbook,
+    fleet_docker,
+    host_address,
+)
+
+
+def ready(host: str) -> int:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(f"http://{host_address(host)}:8000/v2/health/ready", timeout=10) as response:
+            return response.status
+    except OSError:
+        return 0
+
+
+def triton_container(host: str) -> dict:
+    return json.loads(fleet_docker(host, "inspect", "tritonserver"))[0]
+
+
+def golden_file() -> Path:
+    keys = sorted((ROOT / "build" / "fleet").glob("*/key.json"), key=lambda p: p.stat().st_mtime)
+    assert keys, "no converted model in build/fleet"
+    return keys[-1].parent / "golden.json"
+
+
+# --- a converged fleet -------------------------------------------------------------------------------------
+
+
+def test_second_site_run_changes_nothing():
+    run = ansible_playbook("site.yml", log_name="site-second-run")
+    assert run.returncode == 0, run.output[-3000:]
+    recap = run.recap
+    assert set(SERVERS + [CONVERSION_HOST]) <= set(recap), recap
+    changed = {host: counts["changed"] for host, counts in recap.items() if counts["changed"]}
+    assert changed == {}, f"a second site.yml run changed something: {changed}"
+
+
+def test_check_diff_on_converged_fleet_reports_no_changes():
+    run = ansible_playbook("site.yml", "--check", "--diff", log_name="site-check-diff")
+    assert run.returncode == 0, run.output[-3000:]
+    changed = {host: counts["changed"] for host, counts in run.recap.items() if counts["changed"]}
+    assert changed == {}, f"--check --diff reports changes: {changed}"
+
+
+# --- bad input ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def inventory_copy(tmp_path: Path) -> Path:
+    """A copy of the local inventory that a test may break."""
+    copy = tmp_path / "inventory"
+    subprocess.run(["cp", "-r", str(INVENTORY), str(copy)], check=True)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("group_file", "variable"),
+    [("triton_servers", "triton_server_image"), ("load_balancers", "load_balancer_grpc_port")],
+)
+def test_missing_variable_fails_validation_naming_it_and_the_host(inventory_copy: Path, group_file, variable):
+    path = inventory_copy / "group_vars" / f"{group_file}.yml"
+    data = yaml.safe_load(path.read_text())
+    del data[variable]
+    path.write_text(yaml.safe_dump(data))
+    run = ansible_playbook("site.yml", inventory=[inventory_copy], log_name=f"missing-{variable}")
+    assert run.returncode != 0
+    host = SERVERS[0] if group_file == "triton_servers" else CONVERSION_HOST
+    assert f"{host}: the variable {variable} is required" in run.output
+    assert "PLAY [Validate the inventory]" in run.output
+    assert "PLAY [Install Docker" not in run.output, "the run went on after the validation failed"
+
+
+def test_invalid_port_fails_validation_naming_the_host(tmp_path: Path):
+    overlay = tmp_path / "overlay.yml"
+    host_vars = {"tf-server-2": {"triton_server_grpc_port": 8000}}
+    overlay.write_text(yaml.safe_dump({"triton_servers": {"hosts": host_vars}}))
+    run = ansible_playbook("validate.yml", inventory=[INVENTORY, overlay], log_name="duplicate-port")
+    assert run.returncode != 0
+    assert "tf-server-2: the ports" in run.output
+    assert "triton_server_grpc_port=8000" in run.output
+
+
+def test_unreachable_host_is_reported_by_name(tmp_path: Path):
+    overlay = tmp_path / "overlay.yml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {"triton_servers": {"hosts": {"tf-server-9": {"ansible_connection": "community.docker.docker"}}}}
+        )
+    )
+    run = ansible_playbook(
+        "site.yml", "-e", "tritonfleet_connect_timeout=5", inventory=[INVENTORY, overlay], log_name="unreachable-host"
+    )
+    assert run.returncode != 0
+    assert "tf-server-9 is UNREACHABLE" in run.output
+    assert "PLAY [Install Docker" not in run.output, "the run went on with an unreachable host"
+
+
+# --- a smoke-test mismatch stops the rollout --------------------------------------------------------------
+
+
+def test_smoke_test_mismatch_stops_the_rollout(tmp_path: Path):
+    """A change is rolled out with a golden file the new deployment does not match: the first host fails its
+    smoke test, the second host is not touched and keeps serving."""
+    golden = json.loads(golden_file().read_text())
+    labels = golden["labels"]
+    for entry in golden["entries"]:
+        entry["label"] = next(label for label in labels if label != entry["label"])
+    bad_golden = tmp_path / "golden-mismatch.json"
+    bad_golden.write_text(json.dumps(golden))
+
+    before = {host: triton_container(host) for host in SERVERS}
+    run = ansible_playbook(
+        "deploy.yml",
+        "-e",
+        f"smoke_test_golden_file={bad_golden}",
+        "-e",
+        "triton_server_log_verbose=1",
+        log_name="smoke-test-mismatch",
+    )
+    assert run.returncode != 0
+    assert f"SMOKE TEST FAILED on {SERVERS[0]}" in run.output
+    rollout = run.play_output("Roll out the model and the Triton server")
+    assert SERVERS[0] in rollout
+    assert SERVERS[1] not in rollout, "the rollout went on to the second host"
+    assert "PLAY [Smoke-test the fleet through the load balancer]" not in run.output
+
+    # The first host took the change (and failed its smoke test); the second was not touched.
+    assert "--log-verbose=1" in triton_container(SERVERS[0])["Args"]
+    after = triton_container(SERVERS[1])
+    assert after["Id"] == before[SERVERS[1]]["Id"]
+    assert after["State"]["StartedAt"] == before[SERVERS[1]]["State"]["StartedAt"]
+    assert "--log-verbose=1" not in after["Args"]
+    # ... and keeps serving.
+    assert ready(SERVERS[1]) == 200
+    smoke = subprocess.run(
+        [
+            str(VENV_BIN / "tritonfleet"),
+            "smoke-test",
+            "--url",
+            f"{host_address(SERVERS[1])}:8001",
+            "--golden",
+            str(golden_file()),
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "no_proxy": "*", "NO_PROXY": "*"},
+    )
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+
+
+def test_a_normal_deploy_converges_the_fleet_again():
+    run = ansible_playbook("deploy.yml", log_name="deploy-restore")
+    assert run.returncode == 0, run.output[-3000:]
+    assert run.recap[SERVERS[0]]["changed"] > 0, "the first host should be rolled back to the normal config"
+    assert run.recap[SERVERS[1]]["changed"] == 0
+    assert all(ready(host) == 200 for host in SERVERS)

@@ -1,0 +1,78 @@
+"""The deployed local fleet, host by host (one fact per test)."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+
+REPO_ROOT = "/opt/tritonfleet/model_repository"
+PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
+CHECKSUM = (
+    "cd {}/ && find . -type f -not -path '*/__pycache__/*' -print0"
+    " | LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum | cut -d' ' -f1"
+)
+
+
+@pytest.mark.parametrize("service", ["docker"])
+def test_service_is_running(host, service):
+    assert host.service(service).is_running
+
+
+@pytest.mark.parametrize("service", ["docker"])
+def test_service_is_enabled(host, service):
+    assert host.service(service).is_enabled
+
+
+def test_triton_container_is_running(triton):
+    assert triton["State"]["Running"] is True
+
+
+def test_triton_container_user_is_not_root(triton):
+    user = triton["Config"]["User"].split(":")[0]
+    assert user not in ("", "0", "root")
+
+
+def test_triton_process_runs_as_non_root(host):
+    uids = host.check_output("ps -C tritonserver -o uid=").split()
+    assert uids and "0" not in uids
+
+
+def test_repository_mount_is_read_only(triton):
+    mounts = {m["Destination"]: m["RW"] for m in triton["Mounts"]}
+    assert mounts.get("/models") is False
+
+
+@pytest.mark.parametrize("name,port", sorted(PORTS.items()))
+def test_port_is_listening(host, name, port):
+    assert host.socket(f"tcp://0.0.0.0:{port}").is_listening, name
+
+
+def test_current_release_is_a_symlink(host):
+    assert host.file(f"{REPO_ROOT}/current").is_symlink
+
+
+def test_repository_checksum_matches_controller(host, controller_checksum):
+    assert host.check_output(CHECKSUM.format(f"{REPO_ROOT}/current")) == controller_checksum
+
+
+def test_current_release_is_named_by_its_checksum(host, controller_checksum):
+    assert host.file(f"{REPO_ROOT}/current").linked_to == f"{REPO_ROOT}/releases/{controller_checksum}"
+
+
+def test_container_label_names_the_served_model(triton, controller_checksum):
+    assert triton["Config"]["Labels"]["org.tritonfleet.model-checksum"] == controller_checksum
+
+
+@pytest.mark.parametrize("path", ["/v2/health/ready", "/v2/health/live", "/v2/models/sentiment/ready"])
+def test_endpoint_returns_200_on_the_host(host, path):
+    code = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8000{path}")
+    assert code == "200"
+
+
+def test_health_ready_returns_200_from_the_controller(host):
+    # The address of the default route (what Ansible's default_ipv4 is), not docker0's.
+    address = host.check_output("ip -4 route get 1.1.1.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://{address}:{PORTS['http']}/v2/health/ready", timeout=10) as response:
+        assert response.status == 200
