@@ -83,6 +83,21 @@ def find_tritonserver() -> TritonInstall:
     return install
 
 
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """n distinct free ports on `host`. The sockets stay open until all are chosen: tritonserver refuses to
+    start (printing its usage) when two of its ports are equal."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 class ServerError(RuntimeError):
     pass
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,11 @@ from tritonfleet import paths
 from tritonfleet.convert import ConvertOptions, convert
 from tritonfleet.demo_model import build_demo_model
 from tritonfleet.repo import RepoOptions, build_repository
-from tritonfleet.serve import TritonServer
+from tritonfleet.serve import TritonServer, free_ports
 
 MAX_BATCH = 16
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -35,7 +30,8 @@ def server(demo_artifacts: Path, tmp_path_factory: pytest.TempPathFactory):
     repo = tmp_path_factory.mktemp("demo") / "model_repository"
     # A queue delay long enough that concurrent requests really meet in the dynamic batcher.
     build_repository(demo_artifacts, repo, RepoOptions(max_batch_size=MAX_BATCH, max_queue_delay_us=20000))
-    srv = TritonServer(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+    http, grpc, metrics = free_ports(3)
+    srv = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
                        log_file=tmp_path_factory.mktemp("logs") / "tritonserver.log")
     with srv:
         yield srv

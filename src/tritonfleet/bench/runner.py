@@ -15,7 +15,6 @@ import logging
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 from .. import layout
 from ..paths import BUILD_DIR
+from ..serve import free_ports
 from . import perfanalyzer, workload
 from .procmon import TreeMonitor
 
@@ -95,9 +95,7 @@ def default_candidates(max_batch_size: int = 64) -> list[dict[str, Any]]:
 # --- helpers --------------------------------------------------------------------------------------------
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def loadavg() -> float:
@@ -209,7 +207,8 @@ class Server:
 def start_triton(repo: Path, log: Path, ready_timeout: float) -> Server:
     from ..serve import TritonServer
 
-    s = TritonServer(repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), log_file=log)
+    http, grpc, metrics = free_ports(3)
+    s = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics, log_file=log)
     t0 = time.monotonic()
     s.start(ready_timeout=ready_timeout)
     logger.info("bench: tritonserver ready in %.1f s (%s)", time.monotonic() - t0, repo.name)
