@@ -3,8 +3,8 @@
 #   scripts/test.sh                 all stages
 #   scripts/test.sh unit integration  only those stages
 # Default stages: lint unit integration ansible bench.
-# The fleet stage `deploy` (scripts/test-deploy.sh) is run on request only: inference inside the CPU
-# tritonserver image still fails in the fleet (see docs/DEPLOY.md, "Known problem"), so it cannot pass yet.
+# The fleet stage `deploy` (scripts/test-deploy.sh) is run on request only: it has not passed end to end
+# since the CPU image fix (docs/DEPLOY.md, "Known problem").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ALL_STAGES=(lint unit integration ansible deploy bench)

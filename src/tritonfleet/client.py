@@ -110,6 +110,12 @@ class TextClient:
             md = MessageToDict(md, preserving_proto_field_name=True)
         return md
 
+    def max_batch_size(self, name: str) -> int:
+        cfg = self._call(f"model {name} config", self._client.get_model_config, name)
+        if self.protocol == "grpc":
+            return int(cfg.config.max_batch_size)
+        return int(cfg.get("max_batch_size", 0))
+
     def statistics(self, name: str) -> dict[str, Any]:
         st = self._call(f"model {name} statistics", self._client.get_inference_statistics, name)
         if self.protocol == "grpc":
