@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command: set everything up, then run the main job on the embedded default:
-# build the demo model, convert it (TorchScript + ONNX, parity-checked), build the Triton model repository,
-# serve it on a real tritonserver, and print the predictions and the smoke-test table.
-# The fleet deploy (scripts/deploy-local.sh) is not the default yet: it has not passed end to end since the
-# CPU image fix (docs/DEPLOY.md, "Known problem").
+# build the demo model, create the local fleet (3 container hosts on this machine), deploy it with the real
+# playbooks (playbooks/site.yml, inventories/local), and print the smoke-test predictions of every host.
+# Extra arguments go to ansible-playbook. `.venv/bin/tritonfleet demo` is the single-machine variant.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/tritonfleet demo "$@"
+exec scripts/deploy-local.sh "$@"
