@@ -167,7 +167,7 @@ def cmd_layout(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The single-machine pipeline: demo model -> convert -> build-repo -> serve -> predictions + smoke test."""
-    from .convert import ConvertOptions, convert, load_manifest
+    from .convert import ConvertOptions, cache_key, convert, load_manifest
     from .demo_model import build_demo_model
     from .repo import RepoOptions, build_repository
     from .serve import TritonServer
@@ -176,11 +176,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     build_demo_model(paths.DEMO_MODEL_DIR)
     artifacts = paths.ARTIFACTS_DIR
     opts = ConvertOptions(model=str(paths.DEMO_MODEL_DIR), output=artifacts, formats=("torchscript", "onnx"))
-    from .convert import cache_key
-
-    if artifacts.is_dir() and (artifacts / layout.MANIFEST_FILE).is_file() and \
-            load_manifest(artifacts).get("cache_key") == cache_key(opts):
-        logger.info("Artifacts in %s are up to date (cache key %s)", artifacts, cache_key(opts))
+    key = cache_key(opts)
+    if (artifacts / layout.MANIFEST_FILE).is_file() and load_manifest(artifacts).get("cache_key") == key:
+        logger.info("Artifacts in %s are up to date (cache key %s)", artifacts, key)
     else:
         convert(opts)
     build_repository(artifacts, paths.REPOSITORY_DIR, RepoOptions())
