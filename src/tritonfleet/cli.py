@@ -56,6 +56,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     opts = ConvertOptions(model=args.model, output=args.output, formats=tuple(args.formats),
                           revision=args.revision, max_length=args.max_length, atol=args.atol,
                           int8_min_agreement=args.int8_min_agreement, opset=args.opset,
+                          int8_per_channel=not args.int8_per_tensor,
                           trace_shape=(args.trace_batch, args.trace_length))
     try:
         manifest = convert(opts)
@@ -81,6 +82,7 @@ def repo_options(args: argparse.Namespace):  # -> RepoOptions
         preferred_batch_sizes=args.preferred_batch_sizes, max_queue_delay_us=args.max_queue_delay_us,
         instance_count=args.instance_count, instance_kind=args.instance_kind,
         tokenizer_instance_count=args.tokenizer_instance_count, threads=args.threads,
+        sub_batch_size=args.sub_batch_size,
         warmup=not args.no_warmup, max_text_bytes=args.max_text_bytes, tensorrt=args.tensorrt, fp16=args.fp16)
 
 
@@ -222,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-length", type=int, help="token limit (default: the tokenizer's)")
     s.add_argument("--atol", type=float, default=1e-4, help="max |logit difference| for fp32 exports")
     s.add_argument("--int8-min-agreement", type=float, default=0.98)
+    s.add_argument("--int8-per-tensor", action="store_true",
+                   help="one int8 weight scale per tensor instead of per output channel (coarser)")
     s.add_argument("--opset", type=int, default=17)
     s.add_argument("--trace-batch", type=int, default=1)
     s.add_argument("--trace-length", type=int, default=100)
@@ -240,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--instance-kind", choices=("KIND_CPU", "KIND_GPU"), default="KIND_CPU")
     s.add_argument("--tokenizer-instance-count", type=int, default=1)
     s.add_argument("--threads", type=int, default=0, help="runner intra-op threads (0: runtime default)")
+    s.add_argument("--sub-batch-size", type=int, default=0,
+                   help="python runner: sort the batch's texts by length and run them this many at a time "
+                        "(0: one run; 1-4 avoid padding waste on CPUs)")
     s.add_argument("--no-warmup", action="store_true")
     s.add_argument("--max-text-bytes", type=int, default=16384, help="longer texts get INVALID_ARG")
     s.add_argument("--tensorrt", action="store_true", help="TensorRT accelerator (onnxruntime on KIND_GPU)")

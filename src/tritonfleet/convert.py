@@ -52,6 +52,7 @@ class ConvertOptions:
     atol: float = 1e-4
     int8_min_agreement: float = 0.98
     opset: int = 17
+    int8_per_channel: bool = True
     extra_agreement_texts: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -64,6 +65,7 @@ class ConvertOptions:
             "atol": self.atol,
             "int8_min_agreement": self.int8_min_agreement,
             "opset": self.opset,
+            "int8_per_channel": self.int8_per_channel,
         }
 
 
@@ -258,15 +260,21 @@ def export_onnx(adapter: Any, tokenizer: Any, shape: tuple[int, int], path: Path
         program.save(str(path), external_data=False)
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
+def quantize_int8(src: Path, dst: Path, per_channel: bool = True) -> None:
+    """onnxruntime dynamic quantization: int8 weights, activations quantized at run time.
+
+    Per-channel weight scales (one per output column) keep the labels of the demo model identical to fp32 on
+    all 100 agreement texts, where one scale per tensor changed 2 of them; the CPU speed is the same.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.WARNING))  # the quantizer logs one line per tensor at INFO
+    scales = "per-channel" if per_channel else "per-tensor"
     try:
-        with step("Quantizing ONNX to int8 (onnxruntime dynamic quantization)"):
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+        with step(f"Quantizing ONNX to int8 (onnxruntime dynamic quantization, {scales} weight scales)"):
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
     finally:
         root.setLevel(level)
 
@@ -301,13 +309,13 @@ def convert(opts: ConvertOptions, adapter_factory: Callable[[Any], Any] | None =
                                           max_length, opts.atol)
         int8_run: Runner | None = None
         if "int8" in opts.formats:
-            quantize_int8(out / layout.ONNX_FILE, out / layout.ONNX_INT8_FILE)
+            quantize_int8(out / layout.ONNX_FILE, out / layout.ONNX_INT8_FILE, opts.int8_per_channel)
             int8_run = onnx_runner(out / layout.ONNX_INT8_FILE)
             texts = agreement_texts(opts.extra_agreement_texts)
             with step(f"Measuring int8 label agreement on {len(texts)} texts"):
                 agree, differ = label_agreement(int8_run, eager, tokenizer, texts, max_length)
             parity["int8"] = {"label_agreement": agree, "texts": len(texts), "disagreements": differ,
-                              "min_agreement": opts.int8_min_agreement}
+                              "min_agreement": opts.int8_min_agreement, "per_channel": opts.int8_per_channel}
             logger.info("int8 label agreement with eager: %.4f (%d texts)", agree, len(texts))
             if agree < opts.int8_min_agreement:
                 raise ParityError(

@@ -102,10 +102,22 @@ def test_cli_convert_exits_nonzero_on_unknown_format(tiny_model, tmp_path, capsy
     assert not (tmp_path / "x").exists()
 
 
+def test_int8_weights_have_one_scale_per_output_channel(tiny_artifacts):
+    import onnx
+
+    manifest = json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text())
+    assert manifest["parity"]["int8"]["per_channel"] is True
+    scales = [t for t in onnx.load(str(tiny_artifacts / layout.ONNX_INT8_FILE)).graph.initializer
+              if t.name.endswith("weight_scale")]
+    per_channel = [t for t in scales if len(t.dims) == 1 and t.dims[0] > 1]
+    assert per_channel, f"all {len(scales)} weight scales are per tensor"
+
+
 def test_cache_key_changes_with_options_and_model_contents(tiny_model, tmp_path):
     base = ConvertOptions(model=str(tiny_model))
     assert cache_key(base) == cache_key(ConvertOptions(model=str(tiny_model)))
     assert cache_key(base) != cache_key(ConvertOptions(model=str(tiny_model), formats=("onnx",)))
+    assert cache_key(base) != cache_key(ConvertOptions(model=str(tiny_model), int8_per_channel=False))
     copy = tmp_path / "copy"
     copy.mkdir()
     for f in Path(tiny_model).iterdir():
