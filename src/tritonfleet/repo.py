@@ -42,6 +42,7 @@ class RepoOptions:
     instance_kind: str = "KIND_CPU"
     tokenizer_instance_count: int = 1
     threads: int = 0
+    sub_batch_size: int = 0
     warmup: bool = True
     warmup_batch_size: int = 1
     warmup_seq_len: int = 16
@@ -66,6 +67,8 @@ class RepoOptions:
         if any(not 1 <= s <= self.max_batch_size for s in self.preferred_batch_sizes):
             raise ValueError(f"preferred batch sizes {self.preferred_batch_sizes} must lie in "
                              f"1..max_batch_size ({self.max_batch_size})")
+        if self.sub_batch_size < 0:
+            raise ValueError("sub_batch_size must be 0 (the whole batch in one run) or more")
         if self.instance_count < 1 or self.tokenizer_instance_count < 1:
             raise ValueError("instance counts must be at least 1")
         if self.tensorrt and not (self.backend == "onnxruntime" and self.instance_kind == "KIND_GPU"):
@@ -114,7 +117,8 @@ def render_configs(manifest: dict[str, Any], opts: RepoOptions) -> dict[str, str
             "input_ids": layout.INPUT_IDS, "attention_mask": layout.ATTENTION_MASK, "logits": layout.LOGITS,
             "format": "torchscript" if opts.runner_format == "torchscript" else "onnx",
             "model_file": model_file, "pad_token_id": manifest["pad_token_id"],
-            "max_length": manifest["max_length"], "threads": opts.threads, "fp16": opts.fp16})},
+            "max_length": manifest["max_length"], "threads": opts.threads, "fp16": opts.fp16,
+            "sub_batch_size": opts.sub_batch_size})},
         "postprocess_params": {"postprocess": json.dumps({
             "logits": layout.LOGITS, "label": layout.LABEL, "scores": layout.SCORES, "labels": labels})},
     }

@@ -13,6 +13,7 @@ from tritonfleet.repo import RepoOptions, build_repository
 from tritonfleet.serve import TritonServer, free_ports
 
 MAX_BATCH = 16
+SUB_BATCH = 3
 
 
 
@@ -28,8 +29,10 @@ def demo_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(demo_artifacts: Path, tmp_path_factory: pytest.TempPathFactory):
     repo = tmp_path_factory.mktemp("demo") / "model_repository"
-    # A queue delay long enough that concurrent requests really meet in the dynamic batcher.
-    build_repository(demo_artifacts, repo, RepoOptions(max_batch_size=MAX_BATCH, max_queue_delay_us=20000))
+    # A queue delay long enough that concurrent requests really meet in the dynamic batcher, and the runner
+    # sorting each batch by length and running it SUB_BATCH rows at a time (an odd size: partial chunks too).
+    build_repository(demo_artifacts, repo, RepoOptions(max_batch_size=MAX_BATCH, max_queue_delay_us=20000,
+                                                       sub_batch_size=SUB_BATCH))
     http, grpc, metrics = free_ports(3)
     srv = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
                        log_file=tmp_path_factory.mktemp("logs") / "tritonserver.log")

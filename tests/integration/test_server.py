@@ -85,6 +85,38 @@ def test_dynamic_batching_really_happens(server):
     assert executions < inferences, f"{executions} executions for {inferences} inferences: no batching"
 
 
+WORDS = "the service was slow but the food was really good and I would come back"
+
+
+def test_each_request_gets_its_own_answer_when_batched(server, demo_artifacts):
+    """Texts of many lengths, sent concurrently (one or several per request): the runner trims, sorts and
+    splits each dynamic batch, and every request must still get the scores of its own texts, in order."""
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(demo_artifacts / layout.TOKENIZER_DIR / "tokenizer.json"))
+    session = ort.InferenceSession(str(demo_artifacts / layout.ONNX_FILE), providers=["CPUExecutionProvider"])
+    words = WORDS.split()
+    texts = [" ".join(words[: 1 + (i * 7) % len(words)] * (1 + i % 4)) + f" ({i})" for i in range(60)]
+    requests = [texts[i:i + 1 + i % 3] for i in range(0, 60, 2)]
+
+    def reference(text: str) -> np.ndarray:
+        ids = np.array([tok.encode(text).ids], dtype=np.int64)
+        logits = session.run([layout.LOGITS], {layout.INPUT_IDS: ids, layout.ATTENTION_MASK: np.ones_like(ids)})
+        z = np.exp(logits[0][0] - logits[0][0].max())
+        return z / z.sum()
+
+    def one(batch: list[str]) -> list[list[float]]:
+        return [p.scores for p in TextClient(server.grpc_url).predict(batch)]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(one, requests))
+    for batch, scores in zip(requests, answers, strict=True):
+        assert len(scores) == len(batch)
+        for text, got in zip(batch, scores, strict=True):
+            np.testing.assert_allclose(got, reference(text), atol=1e-4, err_msg=text)
+
+
 def _grpc_infer(server, inputs):
     return grpcclient.InferenceServerClient(server.grpc_url).infer(layout.MODELS.ensemble, inputs)
 

@@ -126,10 +126,19 @@ def test_gpu_tensorrt_fp16_config(tiny_artifacts):
     ({"preferred_batch_sizes": [128]}, "preferred batch sizes"),
     ({"tensorrt": True}, "needs the onnxruntime backend on KIND_GPU"),
     ({"instance_count": 0}, "at least 1"),
+    ({"sub_batch_size": -1}, "sub_batch_size"),
 ])
 def test_bad_options_are_refused_with_a_clear_message(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RepoOptions(**kwargs).validate()
+
+
+@pytest.mark.parametrize("sub_batch_size", [0, 4])
+def test_python_runner_gets_its_sub_batch_size(tiny_artifacts, sub_batch_size):
+    configs = render_configs(json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text()),
+                             RepoOptions(sub_batch_size=sub_batch_size, threads=2))
+    runner = json.loads(parse_config(configs[N.classifier]).parameters["runner"].string_value)
+    assert (runner["sub_batch_size"], runner["threads"]) == (sub_batch_size, 2)
 
 
 def test_failed_build_leaves_the_previous_repository(tiny_artifacts, tmp_path):

@@ -1,9 +1,11 @@
 """Classifier runner (Triton python backend): runs the ONNX or TorchScript export on hosts where the
 native onnxruntime / pytorch backends are absent (e.g. the CPU tritonserver from the nvidia-pytriton wheel).
 
-The requests Triton hands to one `execute` call are padded to a common length, run as ONE batch, and split
-back: one response per request. Inputs are ragged-batched (allow_ragged_batch), so requests of different
-lengths still share a batch.
+Inputs are ragged-batched (allow_ragged_batch), so requests of different lengths share one `execute` call.
+All the rows of the requests in a call are trimmed to their real length (the trailing positions whose
+attention mask is 0 are dropped), sorted by that length and run in chunks of `sub_batch_size` rows (0: all in
+one run), each chunk padded only to its own longest row. Sorting keeps the padding small: on a CPU, running
+short texts padded to a long one costs more than batching gains. One response per request, in order.
 """
 
 import json
@@ -21,6 +23,10 @@ class TritonPythonModel:
         self.ids_name, self.mask_name, self.logits_name = p["input_ids"], p["attention_mask"], p["logits"]
         self.pad_id = int(p["pad_token_id"])
         self.max_length = int(p["max_length"])
+        self.sub_batch_size = int(p.get("sub_batch_size", 0))
+        self.mask_dtype = pb_utils.triton_string_to_numpy(
+            pb_utils.get_input_config_by_name(config, self.mask_name)["data_type"])
+        self.num_labels = int(pb_utils.get_output_config_by_name(config, self.logits_name)["dims"][-1])
         self.ids_dtype = pb_utils.triton_string_to_numpy(
             pb_utils.get_input_config_by_name(config, self.ids_name)["data_type"])
         self.logits_dtype = pb_utils.triton_string_to_numpy(
@@ -65,7 +71,7 @@ class TritonPythonModel:
         ids = pb_utils.get_input_tensor_by_name(request, self.ids_name)
         mask = pb_utils.get_input_tensor_by_name(request, self.mask_name)
         if ids is None or mask is None:
-            return None, "inputs '%s' and '%s' are required" % (self.ids_name, self.mask_name)
+            return None, f"inputs '{self.ids_name}' and '{self.mask_name}' are required"
         ids, mask = ids.as_numpy(), mask.as_numpy()
         if ids.ndim != 2 or ids.shape != mask.shape:
             return None, f"token ids {list(ids.shape)} and mask {list(mask.shape)} must both be [batch, length]"
@@ -73,32 +79,40 @@ class TritonPythonModel:
             return None, f"sequence length {ids.shape[1]} exceeds the model's maximum {self.max_length}"
         return (ids, mask), None
 
+    @staticmethod
+    def _lengths(mask):
+        """Real length of each row: one past its last position with a non-zero mask (at least 1)."""
+        nonzero = mask != 0
+        last = mask.shape[1] - np.argmax(nonzero[:, ::-1], axis=1)
+        return np.where(nonzero.any(axis=1), last, 1)
+
     def execute(self, requests):
         responses = [None] * len(requests)
-        good = []
+        inputs = {}  # request index -> (ids, mask)
+        rows = []  # (real length, request index, row of the request)
         for r, request in enumerate(requests):
             pair, error = self._inputs(request)
             if error is not None:
                 responses[r] = pb_utils.InferenceResponse(
                     output_tensors=[], error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG))
-            else:
-                good.append((r, *pair))
-        if good:
-            width = max(ids.shape[1] for _, ids, _ in good)
-            rows = sum(ids.shape[0] for _, ids, _ in good)
-            all_ids = np.full((rows, width), self.pad_id, dtype=self.ids_dtype)
-            all_mask = np.zeros((rows, width), dtype=self.ids_dtype)
-            row = 0
-            for _, ids, mask in good:
-                n, w = ids.shape
-                all_ids[row:row + n, :w] = ids
-                all_mask[row:row + n, :w] = mask
-                row += n
-            logits = self.run(all_ids, all_mask).astype(self.logits_dtype)
-            row = 0
-            for r, ids, _ in good:
-                n = ids.shape[0]
-                responses[r] = pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(self.logits_name, logits[row:row + n])])
-                row += n
+                continue
+            inputs[r] = pair
+            rows.extend((int(n), r, i) for i, n in enumerate(self._lengths(pair[1])))
+        logits = {r: np.zeros((ids.shape[0], self.num_labels), dtype=self.logits_dtype)
+                  for r, (ids, _) in inputs.items()}
+        rows.sort()
+        step = self.sub_batch_size or max(1, len(rows))
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            width = chunk[-1][0]
+            ids = np.full((len(chunk), width), self.pad_id, dtype=self.ids_dtype)
+            mask = np.zeros((len(chunk), width), dtype=self.mask_dtype)
+            for k, (n, r, i) in enumerate(chunk):
+                ids[k, :n] = inputs[r][0][i, :n]
+                mask[k, :n] = inputs[r][1][i, :n]
+            out = self.run(ids, mask)
+            for k, (_, r, i) in enumerate(chunk):
+                logits[r][i] = out[k]
+        for r, values in logits.items():
+            responses[r] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.logits_name, values)])
         return responses
