@@ -38,6 +38,7 @@ def test_bench_tiny(tmp_path: Path) -> None:
         assert report["setups"][name]["w200"]["avg_batch_size"] >= 1
     assert report["setups"]["B"]["w200"]["avg_batch_size"] == 1  # max_batch_size 1
     assert report["setups"]["C"]["tuning"]["candidates"], "setup C's search is recorded"
+    assert any(r["sub_batch_size"] for r in report["setups"]["D"]["batch_search"]), "D tries sorted sub-batches"
     assert set(report["targets"]) >= {"C_vs_A_throughput", "C_vs_B_throughput", "C_vs_D_throughput", "C_p99_ms",
                                       "C_errors", "all_pass"}
     assert "allowed" in report["int8_policy"]

@@ -12,9 +12,11 @@ from ..paths import BUILD_DIR
 
 TINY = {"preset": "tiny", "users": 8, "duration": 3.0, "warmup": 1.0, "sweep": [1, 8], "sweep_duration": 2.0,
         "sweep_warmup": 0.5, "tune_duration": 2.0, "tune_warmup": 1.0, "offline_batch_sizes": [1, 8],
-        "offline_duration": 1.0, "runtime_check_duration": 0.5, "texts": 64, "measure_demo_agreement": False,
+        "offline_sorted_batches": ["8x2"], "offline_duration": 1.0, "runtime_check_duration": 0.5, "texts": 64,
+        "measure_demo_agreement": False,
         "candidates": [{"instance_count": 1, "threads": 2, "max_queue_delay_us": 5000, "max_batch_size": 64},
-                       {"instance_count": 2, "threads": 1, "max_queue_delay_us": 5000, "max_batch_size": 64}]}
+                       {"instance_count": 2, "threads": 1, "max_queue_delay_us": 5000, "max_batch_size": 64,
+                        "sub_batch_size": 2}]}
 
 
 def _ints(value: str) -> list[int]:

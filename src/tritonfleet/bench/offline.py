@@ -1,7 +1,9 @@
 """Setup D, the raw limit: the served runtime and model in-process (onnxruntime session), no server.
 
-Each batch does the work the served pipeline does per text: tokenize (fast tokenizer, batched), pad to the
-longest text of the batch, run the session. Batch sizes are searched; the best one is the limit.
+Each batch does the work the served pipeline does per text: tokenize (fast tokenizer, batched), then run the
+session, either on the whole batch padded to its longest text, or (sub-batch size s > 0, what the python
+runner does with --sub-batch-size) sorted by length and run s texts at a time, each run padded to its own
+longest text. Batch sizes and sub-batch sizes are searched; the best pair is the limit.
 Run as `python -m tritonfleet.bench.offline ...` (a clean process: its own threads, its own RSS); prints JSON.
 """
 
@@ -31,10 +33,11 @@ def make_session(model_file: str, threads: int, inter_op: int = 1, execution_mod
     return ort.InferenceSession(model_file, so, providers=["CPUExecutionProvider"])
 
 
-def measure(session, tokenizer, texts: list[str], batch_size: int, duration: float, pad_id: int) -> dict[str, Any]:
-    def one(start: int) -> tuple[int, float]:
-        batch = [texts[(start + i) % len(texts)] for i in range(batch_size)]
-        encs = tokenizer.encode_batch(batch)
+def measure(session, tokenizer, texts: list[str], batch_size: int, duration: float, pad_id: int,
+            sub_batch_size: int = 0) -> dict[str, Any]:
+    step = sub_batch_size or batch_size
+
+    def run(encs: list[Any]) -> float:
         width = max(len(e.ids) for e in encs)
         ids = np.full((len(encs), width), pad_id, dtype=np.int64)
         mask = np.zeros((len(encs), width), dtype=np.int64)
@@ -43,7 +46,14 @@ def measure(session, tokenizer, texts: list[str], batch_size: int, duration: flo
             mask[r, :len(e.ids)] = 1
         t = time.perf_counter()
         session.run([layout.LOGITS], {layout.INPUT_IDS: ids, layout.ATTENTION_MASK: mask})
-        return len(encs), time.perf_counter() - t
+        return time.perf_counter() - t
+
+    def one(start: int) -> tuple[int, float]:
+        batch = [texts[(start + i) % len(texts)] for i in range(batch_size)]
+        encs = tokenizer.encode_batch(batch)
+        if sub_batch_size:
+            encs.sort(key=lambda e: len(e.ids))
+        return len(encs), sum(run(encs[i:i + step]) for i in range(0, len(encs), step))
 
     one(0)  # warm-up
     done, model_s, pos = 0, 0.0, 0
@@ -56,7 +66,7 @@ def measure(session, tokenizer, texts: list[str], batch_size: int, duration: flo
         if time.perf_counter() - t0 >= duration:
             break
     wall = time.perf_counter() - t0
-    return {"batch_size": batch_size, "texts": done, "seconds": round(wall, 2),
+    return {"batch_size": batch_size, "sub_batch_size": sub_batch_size, "texts": done, "seconds": round(wall, 2),
             "throughput": round(done / wall, 2), "model_only_throughput": round(done / model_s, 2),
             "batch_latency_ms": round(wall / max(1, done // batch_size) * 1000, 1)}
 
@@ -67,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokenizer-file", required=True)
     p.add_argument("--texts", required=True, help='JSON file {"texts": [...]}')
     p.add_argument("--batch-sizes", default="1,8,16,32,64")
+    p.add_argument("--sorted-batches", default="",
+                   help="BATCHxSUB,...: batches sorted by length and run SUB texts at a time, e.g. 32x2,32x4")
     p.add_argument("--duration", type=float, default=8, help="seconds per batch size")
     p.add_argument("--threads", type=int, default=2, help="intra-op threads (0: onnxruntime default)")
     p.add_argument("--inter-op", type=int, default=1)
@@ -81,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     tok.no_padding()
     texts = json.loads(open(args.texts).read())["texts"]  # noqa: SIM115
     session = make_session(args.model_file, args.threads, args.inter_op, args.execution_mode)
-    results = [measure(session, tok, texts, int(b), args.duration, args.pad_id) for b in args.batch_sizes.split(",")]
+    plans = [(int(b), 0) for b in args.batch_sizes.split(",") if b]
+    plans += [(int(b), int(sb)) for b, sb in (x.split("x") for x in args.sorted_batches.split(",") if x)]
+    results = [measure(session, tok, texts, b, args.duration, args.pad_id, sb) for b, sb in plans]
     best = max(results, key=lambda r: r["throughput"])
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     json.dump({"runtime": {"model_file": args.model_file, "intra_op_threads": args.threads,

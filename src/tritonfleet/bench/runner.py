@@ -71,6 +71,8 @@ class BenchConfig:
     measure_demo_agreement: bool = True
     runtime_check_duration: float = 4.0
     offline_batch_sizes: list[int] = field(default_factory=lambda: [1, 8, 16, 32, 64])
+    # D also runs batches sorted by length, a few texts at a time (what the runner's sub_batch_size does).
+    offline_sorted_batches: list[str] = field(default_factory=lambda: ["32x1", "32x2", "32x4", "32x8"])
     offline_duration: float = 8.0
     texts: int = 512
     timeout: float = 120.0
@@ -81,14 +83,20 @@ class BenchConfig:
 
 
 def default_candidates(max_batch_size: int = 64) -> list[dict[str, Any]]:
-    """The short search over server settings for setup C (threads x instances <= the 2 cores)."""
+    """The short search over server settings for setup C (threads x instances <= the 2 cores).
+
+    On 2 CPU cores padding short texts to a long one costs more than batching gains, so most candidates sort
+    each dynamic batch by length and run it a few texts at a time (sub_batch_size); one candidate runs the
+    whole batch at once, the GPU-style setting, for comparison.
+    """
     return [
-        {"instance_count": 1, "threads": 2, "max_queue_delay_us": 5000, "max_batch_size": max_batch_size},
-        {"instance_count": 1, "threads": 2, "max_queue_delay_us": 50000, "max_batch_size": max_batch_size},
-        {"instance_count": 2, "threads": 1, "max_queue_delay_us": 20000, "max_batch_size": max_batch_size},
-        {"instance_count": 1, "threads": 2, "max_queue_delay_us": 20000, "max_batch_size": 32},
-        # On 2 CPU cores padding can cost more than batching gains: small batches, 2 instances.
-        {"instance_count": 2, "threads": 1, "max_queue_delay_us": 2000, "max_batch_size": 8},
+        {"instance_count": 1, "threads": 2, "max_queue_delay_us": 5000, "max_batch_size": max_batch_size,
+         "sub_batch_size": 2},
+        {"instance_count": 1, "threads": 2, "max_queue_delay_us": 5000, "max_batch_size": max_batch_size,
+         "sub_batch_size": 4},
+        {"instance_count": 1, "threads": 2, "max_queue_delay_us": 5000, "max_batch_size": 32, "sub_batch_size": 1},
+        {"instance_count": 2, "threads": 1, "max_queue_delay_us": 5000, "max_batch_size": 32, "sub_batch_size": 2},
+        {"instance_count": 1, "threads": 2, "max_queue_delay_us": 5000, "max_batch_size": 32, "sub_batch_size": 0},
     ]
 
 
@@ -116,7 +124,7 @@ def run_json(cmd: list[str], timeout: float) -> dict[str, Any]:
 
 def prepare_artifacts(cfg: BenchConfig) -> tuple[Path, Path]:
     """(Hugging Face model dir, conversion artifacts) for the preset, built once and cached under build/bench."""
-    from ..convert import ConvertOptions, convert, load_manifest
+    from ..convert import ConvertOptions, cache_key, convert, load_manifest
     from ..random_model import make_random_model
 
     model_dir = cfg.model_dir or BUILD_DIR / "bench" / "models" / cfg.preset
@@ -128,15 +136,20 @@ def prepare_artifacts(cfg: BenchConfig) -> tuple[Path, Path]:
         logger.info("bench: writing a random %s model to %s", cfg.preset, model_dir)
         make_random_model(model_dir, cfg.preset)
     need = [layout.TORCHSCRIPT_FILE, layout.ONNX_FILE, layout.ONNX_INT8_FILE]
+    opts = ConvertOptions(model=str(model_dir), output=artifacts, formats=("torchscript", "onnx", "int8"),
+                          int8_min_agreement=0.0)
     ok = (artifacts / layout.MANIFEST_FILE).is_file() and all((artifacts / f).is_file() for f in need)
+    if ok and not cfg.artifacts and load_manifest(artifacts).get("cache_key") != cache_key(opts):
+        logger.info("bench: %s was converted with other options or another tool version: converting again",
+                    artifacts)
+        ok = False
     if ok:
         logger.info("bench: reusing artifacts %s (model %s)", artifacts, load_manifest(artifacts).get("model"))
     elif cfg.artifacts:
         raise ValueError(f"--artifacts {artifacts}: needs {', '.join(need)} (convert --formats torchscript,onnx,int8)")
     else:
         logger.info("bench: converting %s to %s (torchscript, onnx, int8)", model_dir, artifacts)
-        convert(ConvertOptions(model=str(model_dir), output=artifacts, formats=("torchscript", "onnx", "int8"),
-                               int8_min_agreement=0.0))
+        convert(opts)
     return model_dir, artifacts
 
 
@@ -144,14 +157,20 @@ def int8_policy(cfg: BenchConfig) -> dict[str, Any]:
     """Whether int8 may be the default: its label agreement with fp32 on the DEMO model's golden set."""
     if cfg.int8 in ("on", "off"):
         return {"allowed": cfg.int8 == "on", "label_agreement": None, "reason": f"forced with --int8 {cfg.int8}"}
-    from ..convert import ConvertOptions, convert, load_manifest
+    from ..convert import ConvertOptions, cache_key, convert, load_manifest
+    from ..demo_model import build_demo_model
+    from ..paths import DEMO_MODEL_DIR
 
     demo = cfg.demo_artifacts or BUILD_DIR / "bench" / "artifacts" / "demo-int8"
     manifest = load_manifest(demo) if (demo / layout.MANIFEST_FILE).is_file() else None
-    if (manifest is None or "int8" not in manifest.get("parity", {})) and cfg.measure_demo_agreement:
-        from ..demo_model import build_demo_model
-        from ..paths import DEMO_MODEL_DIR
-
+    stale = False
+    if manifest is not None and not cfg.demo_artifacts and cfg.measure_demo_agreement:
+        # Converted from another demo model, with other quantization settings or by another tool version?
+        build_demo_model(DEMO_MODEL_DIR)
+        expected = ConvertOptions(model=str(DEMO_MODEL_DIR), output=demo, formats=("onnx", "int8"),
+                                  int8_min_agreement=0.0)
+        stale = manifest.get("cache_key") != cache_key(expected)
+    if (manifest is None or stale or "int8" not in manifest.get("parity", {})) and cfg.measure_demo_agreement:
         logger.info("bench: measuring int8 label agreement on the demo model (%s)", demo)
         build_demo_model(DEMO_MODEL_DIR)
         manifest = convert(ConvertOptions(model=str(DEMO_MODEL_DIR), output=demo, formats=("onnx", "int8"),
@@ -327,19 +346,19 @@ class Harness:
         return res
 
     def runtime_check(self) -> dict[str, Any]:
-        """Which ONNX Runtime variant is fastest here (offline, batch 32): fp32/int8 x thread settings."""
+        """Which ONNX Runtime variant is fastest here (offline, 32 sorted texts 2 at a time): fp32/int8 x threads."""
         c = self.cfg
         formats = ["onnx", "int8"]
         variants = [{"threads": 2, "inter_op": 1, "execution_mode": "sequential"}]
         if not c.tiny:
             variants += [{"threads": 1, "inter_op": 2, "execution_mode": "parallel"},
                          {"threads": 1, "inter_op": 1, "execution_mode": "sequential"}]
-        bs = 32 if not c.tiny else 8
+        plan = "32x2" if not c.tiny else "8x2"  # sorted by length, 2 texts per run: how C serves on CPUs
         rows = []
         for fmt in formats:
             for v in variants:
-                r = self.offline(fmt, [bs], c.runtime_check_duration, **v)
-                rows.append({"format": fmt, **v, "batch_size": bs, "throughput": r["best"]["throughput"]})
+                r = self.offline(fmt, [], c.runtime_check_duration, sorted_batches=[plan], **v)
+                rows.append({"format": fmt, **v, "batches": plan, "throughput": r["best"]["throughput"]})
                 logger.info("bench:   runtime %s %s: %.1f texts/s", fmt, v, rows[-1]["throughput"])
         allowed = [r for r in rows if r["format"] == "onnx" or self.int8["allowed"]]
         # The python runner runs sequential sessions (inter_op 1): choose among those for serving.
@@ -350,7 +369,7 @@ class Harness:
                 "note": "serving uses intra-op threads with inter_op 1 (the python runner's session options)"}
 
     def offline(self, fmt: str, batch_sizes: list[int], duration: float, threads: int = 2, inter_op: int = 1,
-                execution_mode: str = "sequential") -> dict[str, Any]:
+                execution_mode: str = "sequential", sorted_batches: list[str] | None = None) -> dict[str, Any]:
         from ..convert import load_manifest
 
         m = load_manifest(self.artifacts)
@@ -360,17 +379,20 @@ class Harness:
                          "--texts", str(self.out / "texts.json"), "--batch-sizes", ",".join(map(str, batch_sizes)),
                          "--duration", str(duration), "--threads", str(threads), "--inter-op", str(inter_op),
                          "--execution-mode", execution_mode, "--max-length", str(m["max_length"]),
-                         "--pad-id", str(m["pad_token_id"])], timeout=600 + duration * len(batch_sizes))
+                         "--pad-id", str(m["pad_token_id"]), "--sorted-batches", ",".join(sorted_batches or [])],
+                        timeout=600 + duration * (len(batch_sizes) + len(sorted_batches or [])))
 
     def setup_d(self, runtime: dict[str, Any]) -> dict[str, Any]:
         logger.info("bench: setup D (offline %s)", runtime["format"])
         self.loads.append(loadavg())
         r = self.offline(runtime["format"], self.cfg.offline_batch_sizes, self.cfg.offline_duration,
-                         runtime["threads"], 1, "sequential")
+                         runtime["threads"], 1, "sequential", self.cfg.offline_sorted_batches)
         best = r["best"]
         for row in r["batch_sizes"]:
-            logger.info("bench:   batch %d: %.1f texts/s", row["batch_size"], row["throughput"])
+            logger.info("bench:   batch %d (sub-batch %d): %.1f texts/s", row["batch_size"],
+                        row["sub_batch_size"], row["throughput"])
         w = {"throughput": best["throughput"], "batch_size": best["batch_size"], "errors": 0,
+             "sub_batch_size": best["sub_batch_size"],
              "p50_ms": None, "p95_ms": None, "p99_ms": None, "batch_latency_ms": best["batch_latency_ms"],
              "model_only_throughput": best["model_only_throughput"], "avg_batch_size": best["batch_size"],
              "server_peak_rss_mb": r["peak_rss_mb"], "loadavg_1m": self.loads[-1]}
@@ -383,7 +405,8 @@ class Harness:
                 "instance_count": cand.get("instance_count", 1), "threads": cand.get("threads", 2),
                 "max_queue_delay_us": cand.get("max_queue_delay_us", 5000),
                 "preferred_batch_sizes": cand.get("preferred_batch_sizes", []),
-                "tokenizer_instance_count": cand.get("tokenizer_instance_count", 1)}
+                "tokenizer_instance_count": cand.get("tokenizer_instance_count", 1),
+                "sub_batch_size": cand.get("sub_batch_size", 0)}
 
     def tune_c(self, fmt: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         c = self.cfg
@@ -422,7 +445,8 @@ class Harness:
                  f"--max-queue-delay-us {opts['max_queue_delay_us']}"
                  + (f" --preferred-batch-sizes {','.join(map(str, opts['preferred_batch_sizes']))}"
                     if opts["preferred_batch_sizes"] else "")
-                 + f" --tokenizer-instance-count {opts['tokenizer_instance_count']}")
+                 + f" --tokenizer-instance-count {opts['tokenizer_instance_count']}"
+                 + f" --sub-batch-size {opts['sub_batch_size']}")
         res["config"] = {**opts, "build_repo": flags}
         res["tuning"] = {"candidates": search, "chosen": chosen,
                          "rule": "highest throughput among candidates with zero errors and p99 <= 1.5 s"}
