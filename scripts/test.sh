@@ -29,7 +29,7 @@ run_stage() {
 
 for stage in "${stages[@]}"; do
   case "$stage" in
-    lint) run_stage lint ruff check src tests scripts ;;
+    lint) run_stage lint ruff check . ;;
     unit) run_stage unit python -m pytest tests/unit -q -p no:cacheprovider --junitxml=build/test-results/unit.xml ;;
     integration) run_stage integration python -m pytest tests/integration -q -p no:cacheprovider \
                    --junitxml=build/test-results/integration.xml ;;

@@ -66,6 +66,7 @@ def test_engine_applies_daemon_json(host, template, expected):
 def test_engine_runs_a_container(host):
     # No registry is reachable: import a one-binary image from the host's own /bin/true.
     host.check_output(
-        "tar -C / -ch bin/true lib/x86_64-linux-gnu/libc.so.6 lib64/ld-linux-x86-64.so.2 | docker import - molecule/true:1"
+        "tar -C / -ch bin/true lib/x86_64-linux-gnu/libc.so.6 lib64/ld-linux-x86-64.so.2"
+        " | docker import - molecule/true:1"
     )
     assert host.run("docker run --rm molecule/true:1 /bin/true").rc == 0
