@@ -102,15 +102,23 @@ def test_cli_convert_exits_nonzero_on_unknown_format(tiny_model, tmp_path, capsy
     assert not (tmp_path / "x").exists()
 
 
-def test_int8_weights_have_one_scale_per_output_channel(tiny_artifacts):
+def test_int8_matmul_weights_have_one_zero_point_per_output_column(tiny_artifacts):
+    """Every quantized MatMul carries a weight zero point per output column (per-channel), not one per tensor.
+
+    The exporter names weights freely (val_62, ...), so the check follows the graph: MatMulInteger's fourth input
+    is the weight zero point.
+    """
     import onnx
 
     manifest = json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text())
     assert manifest["parity"]["int8"]["per_channel"] is True
-    scales = [t for t in onnx.load(str(tiny_artifacts / layout.ONNX_INT8_FILE)).graph.initializer
-              if t.name.endswith("weight_scale")]
-    per_channel = [t for t in scales if len(t.dims) == 1 and t.dims[0] > 1]
-    assert per_channel, f"all {len(scales)} weight scales are per tensor"
+    graph = onnx.load(str(tiny_artifacts / layout.ONNX_INT8_FILE)).graph
+    dims = {t.name: list(t.dims) for t in graph.initializer}
+    matmuls = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    assert matmuls, "the int8 model has no MatMulInteger"
+    per_tensor = [n.name for n in matmuls if len(n.input) < 4 or len(dims.get(n.input[3], [])) != 1
+                  or dims[n.input[3]][0] < 2]
+    assert per_tensor == [], f"{len(per_tensor)} of {len(matmuls)} MatMulInteger weights are per tensor"
 
 
 def test_cache_key_changes_with_options_and_model_contents(tiny_model, tmp_path):
