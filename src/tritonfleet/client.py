@@ -110,11 +110,17 @@ class TextClient:
             md = MessageToDict(md, preserving_proto_field_name=True)
         return md
 
-    def max_batch_size(self, name: str) -> int:
+    def model_config(self, name: str) -> dict[str, Any]:
+        """The model's configuration as the server loaded it (the JSON form of Triton's ModelConfig)."""
         cfg = self._call(f"model {name} config", self._client.get_model_config, name)
         if self.protocol == "grpc":
-            return int(cfg.config.max_batch_size)
-        return int(cfg.get("max_batch_size", 0))
+            from google.protobuf.json_format import MessageToDict
+
+            return MessageToDict(cfg.config, preserving_proto_field_name=True)
+        return dict(cfg)
+
+    def max_batch_size(self, name: str) -> int:
+        return int(self.model_config(name).get("max_batch_size", 0))
 
     def statistics(self, name: str) -> dict[str, Any]:
         st = self._call(f"model {name} statistics", self._client.get_inference_statistics, name)

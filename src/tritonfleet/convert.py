@@ -352,6 +352,7 @@ def convert(opts: ConvertOptions, adapter_factory: Callable[[Any], Any] | None =
             "labels": labels,
             "max_length": max_length,
             "pad_token_id": int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
+            "vocab_size": int(model.config.vocab_size),
             "parity": parity,
             "files": {
                 p.relative_to(out).as_posix(): sha256_file(p)

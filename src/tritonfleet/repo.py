@@ -42,7 +42,9 @@ class RepoOptions:
     instance_kind: str = "KIND_CPU"
     tokenizer_instance_count: int = 1
     threads: int = 0
-    sub_batch_size: int = 0
+    #: python runner: sort each dynamic batch by length and run it this many rows at a time (0: all at once).
+    #: None: 1 for int8 (see `int8_batch_invariant`), else 0.
+    sub_batch_size: int | None = None
     warmup: bool = True
     warmup_batch_size: int = 1
     warmup_seq_len: int = 16
@@ -67,14 +69,29 @@ class RepoOptions:
         if any(not 1 <= s <= self.max_batch_size for s in self.preferred_batch_sizes):
             raise ValueError(f"preferred batch sizes {self.preferred_batch_sizes} must lie in "
                              f"1..max_batch_size ({self.max_batch_size})")
-        if self.sub_batch_size < 0:
+        if self.sub_batch_size is not None and self.sub_batch_size < 0:
             raise ValueError("sub_batch_size must be 0 (the whole batch in one run) or more")
+        if self.backend == "python" and self.runner_format == "int8" and self.sub_batch_size not in (None, 1):
+            raise ValueError(
+                f"sub_batch_size {self.sub_batch_size} with the int8 model: dynamic quantization scales the "
+                "activations of a run as a whole, so a text's scores (and near a boundary its label) would depend "
+                "on the texts batched with it. The python runner serves int8 one row per run (sub_batch_size 1).")
         if self.instance_count < 1 or self.tokenizer_instance_count < 1:
             raise ValueError("instance counts must be at least 1")
         if self.tensorrt and not (self.backend == "onnxruntime" and self.instance_kind == "KIND_GPU"):
             raise ValueError("--tensorrt needs the onnxruntime backend on KIND_GPU")
         if self.warmup and self.warmup_batch_size > self.max_batch_size:
             raise ValueError("warmup batch size exceeds max_batch_size")
+
+    def effective_sub_batch_size(self) -> int:
+        """The python runner's rows per run: the explicit value, else 1 for int8 and 0 (one run) otherwise."""
+        if self.sub_batch_size is not None:
+            return self.sub_batch_size
+        return 1 if self.runner_format == "int8" else 0
+
+    def int8_batch_invariant(self) -> bool:
+        """False where an int8 model would run several rows at once (the native onnxruntime backend batches)."""
+        return not (self.runner_format == "int8" and self.backend == "onnxruntime" and self.max_batch_size > 1)
 
 
 def _environment() -> jinja2.Environment:
@@ -118,7 +135,8 @@ def render_configs(manifest: dict[str, Any], opts: RepoOptions) -> dict[str, str
             "format": "torchscript" if opts.runner_format == "torchscript" else "onnx",
             "model_file": model_file, "pad_token_id": manifest["pad_token_id"],
             "max_length": manifest["max_length"], "threads": opts.threads, "fp16": opts.fp16,
-            "sub_batch_size": opts.sub_batch_size})},
+            "vocab_size": int(manifest.get("vocab_size", 0)),
+            "sub_batch_size": opts.effective_sub_batch_size()})},
         "postprocess_params": {"postprocess": json.dumps({
             "logits": layout.LOGITS, "label": layout.LABEL, "scores": layout.SCORES, "labels": labels})},
     }
@@ -137,6 +155,9 @@ def build_repository(artifacts: Path, output: Path, opts: RepoOptions) -> dict[s
     """Write the repository to `output` (atomically: scratch folder, then one rename)."""
     manifest = load_manifest(artifacts)
     configs = render_configs(manifest, opts)
+    if not opts.int8_batch_invariant():
+        logger.warning("build-repo: the onnxruntime backend runs each dynamic batch of the int8 model in one run; "
+                       "its scores then depend on the texts batched together (dynamic quantization)")
     model_file = layout.FORMAT_FILES[opts.runner_format]
     if not (Path(artifacts) / model_file).is_file():
         raise SystemExit(f"build-repo: {artifacts} has no {model_file}; convert with that format first")

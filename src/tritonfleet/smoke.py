@@ -34,7 +34,19 @@ def _score_diff(got: list[float], want: list[float]) -> float:
     return max(abs(a - b) for a, b in zip(got, want, strict=True))
 
 
+def served_variant(client: TextClient) -> str:
+    """'int8' when the server's classifier runs the int8 export, else 'fp32': read from its loaded config
+    (the python runner's `runner` parameter, or a native backend's default_model_filename)."""
+    cfg = client.model_config(layout.MODELS.classifier)
+    model_file = cfg.get("default_model_filename", "")
+    runner = cfg.get("parameters", {}).get("runner", {}).get("string_value")
+    if runner:
+        model_file = json.loads(runner).get("model_file", model_file)
+    return "int8" if model_file == layout.ONNX_INT8_FILE else "fp32"
+
+
 def run_checks(client: TextClient, gold: g.GoldenFile, tolerance: float, variant: str | None) -> list[Check]:
+    """Every check against the server; `variant` None: compare with the variant the server says it serves."""
     checks: list[Check] = []
 
     def add(name: str, ok: bool, detail: str = "") -> bool:
@@ -45,13 +57,18 @@ def run_checks(client: TextClient, gold: g.GoldenFile, tolerance: float, variant
         return checks
     for name in layout.MODELS.all():
         add(f"model {name} ready", client.model_ready(name))
+    if variant is None:
+        variant = served_variant(client)
+        if variant != "fp32" and not any(variant in e.variants for e in gold.entries):
+            add("golden outputs", False, f"the server serves {variant}; the golden file has no {variant} outputs")
+            return checks
     md = client.metadata(layout.MODELS.ensemble)
     inputs = {i["name"]: i for i in md.get("inputs", [])}
     outputs = {o["name"]: o for o in md.get("outputs", [])}
     scores_shape = [int(d) for d in outputs.get(layout.SCORES, {}).get("shape", [])]
     add("metadata", layout.TEXT in inputs and inputs[layout.TEXT].get("datatype") == "BYTES"
         and layout.LABEL in outputs and scores_shape[-1:] == [len(gold.labels)],
-        f"inputs {sorted(inputs)}, outputs {sorted(outputs)}, SCORES shape {scores_shape}")
+        f"inputs {sorted(inputs)}, outputs {sorted(outputs)}, SCORES shape {scores_shape}, serving {variant}")
 
     servable = [e for e in gold.entries if g.is_servable(e.text)]
     for entry in servable:

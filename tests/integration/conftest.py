@@ -17,12 +17,11 @@ SUB_BATCH = 3
 
 
 
-
 @pytest.fixture(scope="session")
 def demo_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     build_demo_model(paths.DEMO_MODEL_DIR)  # cached after the first build
     out = tmp_path_factory.mktemp("demo") / "artifacts"
-    convert(ConvertOptions(model=str(paths.DEMO_MODEL_DIR), output=out, formats=("onnx",)))
+    convert(ConvertOptions(model=str(paths.DEMO_MODEL_DIR), output=out, formats=("onnx", "int8")))
     return out
 
 
@@ -36,5 +35,19 @@ def server(demo_artifacts: Path, tmp_path_factory: pytest.TempPathFactory):
     http, grpc, metrics = free_ports(3)
     srv = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
                        log_file=tmp_path_factory.mktemp("logs") / "tritonserver.log")
+    with srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def int8_server(demo_artifacts: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The demo model's int8 export in the python runner: what a CPU host serves when int8 passes its gate."""
+    repo = tmp_path_factory.mktemp("demo-int8") / "model_repository"
+    # build-repo serves int8 one row per run; a long queue delay makes concurrent requests share executions.
+    build_repository(demo_artifacts, repo, RepoOptions(runner_format="int8", max_batch_size=MAX_BATCH,
+                                                       max_queue_delay_us=20000))
+    http, grpc, metrics = free_ports(3)
+    srv = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics,
+                       log_file=tmp_path_factory.mktemp("logs") / "tritonserver-int8.log")
     with srv:
         yield srv

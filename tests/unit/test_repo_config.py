@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
@@ -127,6 +128,8 @@ def test_gpu_tensorrt_fp16_config(tiny_artifacts):
     ({"tensorrt": True}, "needs the onnxruntime backend on KIND_GPU"),
     ({"instance_count": 0}, "at least 1"),
     ({"sub_batch_size": -1}, "sub_batch_size"),
+    ({"runner_format": "int8", "sub_batch_size": 2}, "one row per run"),
+    ({"runner_format": "int8", "sub_batch_size": 0}, "depend on the texts batched with it"),
 ])
 def test_bad_options_are_refused_with_a_clear_message(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -141,11 +144,32 @@ def test_python_runner_gets_its_sub_batch_size(tiny_artifacts, sub_batch_size):
     assert (runner["sub_batch_size"], runner["threads"]) == (sub_batch_size, 2)
 
 
+@pytest.mark.parametrize(("runner_format", "explicit", "effective"),
+                         [("onnx", None, 0), ("int8", None, 1), ("int8", 1, 1), ("torchscript", 3, 3)])
+def test_sub_batch_size_defaults_to_one_row_per_run_for_int8(tiny_artifacts, runner_format, explicit, effective):
+    configs = render_configs(json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text()),
+                             RepoOptions(runner_format=runner_format, sub_batch_size=explicit))
+    runner = json.loads(parse_config(configs[N.classifier]).parameters["runner"].string_value)
+    assert runner["sub_batch_size"] == effective
+
+
+def test_python_runner_knows_the_vocabulary_size(tiny_artifacts):
+    manifest = json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text())
+    runner = json.loads(parse_config(render_configs(manifest, RepoOptions())[N.classifier])
+                        .parameters["runner"].string_value)
+    assert runner["vocab_size"] == manifest["vocab_size"] > 1000
+
+
 def test_failed_build_leaves_the_previous_repository(tiny_artifacts, tmp_path):
+    """A build that fails half-way (here: the tokenizer file is missing, found only while copying) leaves the
+    previous repository as it was and no scratch folder behind."""
     repo = tmp_path / "repo"
     build_repository(tiny_artifacts, repo, RepoOptions())
-    before = sorted(p.relative_to(repo) for p in repo.rglob("*"))
-    with pytest.raises(ValueError):
-        build_repository(tiny_artifacts, repo, RepoOptions(backend="pytorch", runner_format="onnx"))
-    assert sorted(p.relative_to(repo) for p in repo.rglob("*")) == before
-    assert [p.name for p in tmp_path.iterdir()] == ["repo"]
+    before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    broken = tmp_path / "broken-artifacts"
+    shutil.copytree(tiny_artifacts, broken)
+    (broken / layout.TOKENIZER_DIR / "tokenizer.json").unlink()
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        build_repository(broken, repo, RepoOptions(max_batch_size=4))
+    assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken-artifacts", "repo"]

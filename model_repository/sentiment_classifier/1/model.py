@@ -5,7 +5,13 @@ Inputs are ragged-batched (allow_ragged_batch), so requests of different lengths
 All the rows of the requests in a call are trimmed to their real length (the trailing positions whose
 attention mask is 0 are dropped), sorted by that length and run in chunks of `sub_batch_size` rows (0: all in
 one run), each chunk padded only to its own longest row. Sorting keeps the padding small: on a CPU, running
-short texts padded to a long one costs more than batching gains. One response per request, in order.
+short texts padded to a long one costs more than batching gains. The int8 model is served with sub_batch_size 1
+(build-repo sees to it): its activations are quantized per run, so each text must run alone to get the same
+scores whatever it is batched with.
+
+One response per request, in order. A request with bad tensors (shape, length, token ids outside the vocabulary)
+gets its own INVALID_ARG and never reaches the model, so it cannot fail the requests batched with it; if a run
+fails anyway, only the requests with rows in that run get the error.
 """
 
 import json
@@ -23,6 +29,7 @@ class TritonPythonModel:
         self.ids_name, self.mask_name, self.logits_name = p["input_ids"], p["attention_mask"], p["logits"]
         self.pad_id = int(p["pad_token_id"])
         self.max_length = int(p["max_length"])
+        self.vocab_size = int(p.get("vocab_size", 0))  # 0: unknown (artifacts of an older convert)
         self.sub_batch_size = int(p.get("sub_batch_size", 0))
         self.mask_dtype = pb_utils.triton_string_to_numpy(
             pb_utils.get_input_config_by_name(config, self.mask_name)["data_type"])
@@ -75,8 +82,14 @@ class TritonPythonModel:
         ids, mask = ids.as_numpy(), mask.as_numpy()
         if ids.ndim != 2 or ids.shape != mask.shape:
             return None, f"token ids {list(ids.shape)} and mask {list(mask.shape)} must both be [batch, length]"
+        if ids.shape[0] == 0 or ids.shape[1] == 0:
+            return None, f"token ids of shape {list(ids.shape)}: send at least one row of at least one token"
         if ids.shape[1] > self.max_length:
             return None, f"sequence length {ids.shape[1]} exceeds the model's maximum {self.max_length}"
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or (self.vocab_size and high >= self.vocab_size):
+            return None, (f"token ids must lie in 0..{self.vocab_size - 1 if self.vocab_size else 'vocab size'}; "
+                          f"got {low}..{high}")
         return (ids, mask), None
 
     @staticmethod
@@ -110,9 +123,18 @@ class TritonPythonModel:
             for k, (n, r, i) in enumerate(chunk):
                 ids[k, :n] = inputs[r][0][i, :n]
                 mask[k, :n] = inputs[r][1][i, :n]
-            out = self.run(ids, mask)
+            try:
+                out = self.run(ids, mask)
+            except Exception as exc:  # noqa: BLE001 - fail the requests of this run, not the whole batch
+                for _, r, _ in chunk:
+                    if r in logits:
+                        del logits[r]
+                        responses[r] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(
+                            f"the model failed on input of shape {list(ids.shape)}: {exc}"))
+                continue
             for k, (_, r, i) in enumerate(chunk):
-                logits[r][i] = out[k]
+                if r in logits:
+                    logits[r][i] = out[k]
         for r, values in logits.items():
             responses[r] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.logits_name, values)])
         return responses

@@ -82,13 +82,22 @@ class BenchConfig:
     tiny: bool = False
 
 
-def default_candidates(max_batch_size: int = 64) -> list[dict[str, Any]]:
+def default_candidates(max_batch_size: int = 64, fmt: str = "onnx") -> list[dict[str, Any]]:
     """The short search over server settings for setup C (threads x instances <= the 2 cores).
 
     On 2 CPU cores padding short texts to a long one costs more than batching gains, so most candidates sort
     each dynamic batch by length and run it a few texts at a time (sub_batch_size); one candidate runs the
-    whole batch at once, the GPU-style setting, for comparison.
+    whole batch at once, the GPU-style setting, for comparison. The int8 model is always served one row per run
+    (its dynamic quantization would otherwise make a text's scores depend on its neighbours), so its candidates
+    vary the instances, threads and queue delay instead.
     """
+    if fmt == "int8":
+        return [
+            {"instance_count": 1, "threads": 2, "max_queue_delay_us": 5000, "max_batch_size": max_batch_size,
+             "sub_batch_size": 1},
+            {"instance_count": 2, "threads": 1, "max_queue_delay_us": 5000, "max_batch_size": 32, "sub_batch_size": 1},
+            {"instance_count": 1, "threads": 2, "max_queue_delay_us": 1000, "max_batch_size": 16, "sub_batch_size": 1},
+        ]
     return [
         {"instance_count": 1, "threads": 2, "max_queue_delay_us": 5000, "max_batch_size": max_batch_size,
          "sub_batch_size": 2},
@@ -346,16 +355,18 @@ class Harness:
         return res
 
     def runtime_check(self) -> dict[str, Any]:
-        """Which ONNX Runtime variant is fastest here (offline, 32 sorted texts 2 at a time): fp32/int8 x threads."""
+        """Which ONNX Runtime variant is fastest here: offline, 32 sorted texts (fp32 2, int8 1 per run) x threads."""
         c = self.cfg
         formats = ["onnx", "int8"]
         variants = [{"threads": 2, "inter_op": 1, "execution_mode": "sequential"}]
         if not c.tiny:
             variants += [{"threads": 1, "inter_op": 2, "execution_mode": "parallel"},
                          {"threads": 1, "inter_op": 1, "execution_mode": "sequential"}]
-        plan = "32x2" if not c.tiny else "8x2"  # sorted by length, 2 texts per run: how C serves on CPUs
         rows = []
         for fmt in formats:
+            # Sorted by length, a few texts per run: how C serves on CPUs (int8: one per run, see default_candidates).
+            per_run = 1 if fmt == "int8" else 2
+            plan = f"{8 if c.tiny else 32}x{per_run}"
             for v in variants:
                 r = self.offline(fmt, [], c.runtime_check_duration, sorted_batches=[plan], **v)
                 rows.append({"format": fmt, **v, "batches": plan, "throughput": r["best"]["throughput"]})
@@ -401,16 +412,17 @@ class Harness:
                            "tokenization": "included (batched fast tokenizer)"}}
 
     def c_options(self, fmt: str, cand: dict[str, Any]) -> dict[str, Any]:
+        sub_batch = 1 if fmt == "int8" else cand.get("sub_batch_size", 0)
         return {"backend": "python", "runner_format": fmt, "max_batch_size": cand.get("max_batch_size", 64),
                 "instance_count": cand.get("instance_count", 1), "threads": cand.get("threads", 2),
                 "max_queue_delay_us": cand.get("max_queue_delay_us", 5000),
                 "preferred_batch_sizes": cand.get("preferred_batch_sizes", []),
                 "tokenizer_instance_count": cand.get("tokenizer_instance_count", 1),
-                "sub_batch_size": cand.get("sub_batch_size", 0)}
+                "sub_batch_size": sub_batch}
 
     def tune_c(self, fmt: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         c = self.cfg
-        cands = c.candidates or default_candidates()
+        cands = c.candidates or default_candidates(fmt=fmt)
         if not c.tune:
             return cands[0], []
         rows = []
