@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from . import __version__, layout, paths
+from .convert import DEFAULT_MODEL
 
 logger = logging.getLogger("tritonfleet")
 
@@ -134,6 +135,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .client import ClientError, TextClient
 
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not texts:
+        print("predict: no text given (pass texts as arguments or one per line on stdin)", file=sys.stderr)
+        return 2
     try:
         client = TextClient(args.url, args.protocol, args.timeout)
         preds = client.predict(texts)
@@ -215,8 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_random_model)
 
     s = sub.add_parser("convert", help="export TorchScript/ONNX/int8 with parity checks and a golden file")
-    s.add_argument("--model", default=os.environ.get("TRITONFLEET_MODEL", str(paths.DEMO_MODEL_DIR)),
-                   help="hub id or local directory (production: cardiffnlp/twitter-roberta-base-sentiment)")
+    s.add_argument("--model", default=os.environ.get("TRITONFLEET_MODEL", DEFAULT_MODEL),
+                   help=f"hub id or local directory (default: $TRITONFLEET_MODEL or {DEFAULT_MODEL}; "
+                        f"the embedded demo model: {paths.DEMO_MODEL_DIR})")
     s.add_argument("--revision", help="hub revision (branch, tag or commit)")
     s.add_argument("--output", type=Path, default=paths.ARTIFACTS_DIR)
     s.add_argument("--formats", type=_csv, default=["torchscript", "onnx"],
@@ -244,9 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--instance-kind", choices=("KIND_CPU", "KIND_GPU"), default="KIND_CPU")
     s.add_argument("--tokenizer-instance-count", type=int, default=1)
     s.add_argument("--threads", type=int, default=0, help="runner intra-op threads (0: runtime default)")
-    s.add_argument("--sub-batch-size", type=int, default=0,
+    s.add_argument("--sub-batch-size", type=int, default=None,
                    help="python runner: sort the batch's texts by length and run them this many at a time "
-                        "(0: one run; 1-4 avoid padding waste on CPUs)")
+                        "(0: one run; 1-4 avoid padding waste on CPUs; default 1 for int8, else 0)")
     s.add_argument("--no-warmup", action="store_true")
     s.add_argument("--max-text-bytes", type=int, default=16384, help="longer texts get INVALID_ARG")
     s.add_argument("--tensorrt", action="store_true", help="TensorRT accelerator (onnxruntime on KIND_GPU)")
@@ -263,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_serve)
 
     def client_args(s: argparse.ArgumentParser) -> None:
-        s.add_argument("--url", default="localhost:8001", help="HOST[:PORT] of the server")
+        s.add_argument("--url", default="localhost",
+                       help="HOST[:PORT] of the server (default port: 8001 for grpc, 8000 for http)")
         s.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
         s.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
 
@@ -271,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     client_args(s)
     s.add_argument("--golden", type=Path, default=paths.ARTIFACTS_DIR / layout.GOLDEN_FILE)
     s.add_argument("--tolerance", type=float, default=1e-3, help="max |score difference|")
-    s.add_argument("--variant", choices=("fp32", "int8"), help="compare with the int8 golden outputs")
+    s.add_argument("--variant", choices=("fp32", "int8"),
+                   help="golden outputs to compare with (default: what the server says its classifier serves)")
     s.add_argument("--json", type=Path, help="also write the checks as JSON")
     s.set_defaults(func=cmd_smoke_test)
 

@@ -14,7 +14,9 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         p = json.loads(config["parameters"]["postprocess"]["string_value"])
         self.logits_name, self.label_name, self.scores_name = p["logits"], p["label"], p["scores"]
-        self.labels = np.array([s.encode("utf-8") for s in p["labels"]], dtype=object)
+        label_dtype = pb_utils.triton_string_to_numpy(
+            pb_utils.get_output_config_by_name(config, self.label_name)["data_type"])
+        self.labels = np.array([s.encode("utf-8") for s in p["labels"]], dtype=label_dtype)
         self.scores_dtype = pb_utils.triton_string_to_numpy(
             pb_utils.get_output_config_by_name(config, self.scores_name)["data_type"])
 

@@ -53,6 +53,8 @@ class TritonPythonModel:
         if tensor is None:
             return None, f"input '{self.text_name}' is missing"
         items = tensor.as_numpy().reshape(-1)
+        if items.size == 0:
+            return None, f"input '{self.text_name}' has no texts; send at least one"
         texts = []
         for i, item in enumerate(items):
             raw = item if isinstance(item, bytes) else str(item).encode("utf-8")
