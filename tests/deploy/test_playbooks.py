@@ -1,13 +1,16 @@
 """ansible-playbook against the deployed local fleet: idempotence, check mode, bad input, a failed rollout.
 
-Order matters (pytest runs the file top to bottom): the converged-fleet tests first, the rollout failure last,
-followed by the run that converges the fleet again.
+Order matters (pytest runs the file top to bottom): the converged-fleet tests first, then the failed rollout and
+the run that converges the fleet again, last the host that dies mid-deploy (which brings it back and converges).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 
@@ -16,9 +19,11 @@ import yaml
 from fleetlib import (
     CONVERSION_HOST,
     INVENTORY,
+    LOG_DIR,
     ROOT,
     SERVERS,
     VENV_BIN,
+    PlaybookRun,
     ansible_playbook,
     fleet_docker,
     host_address,
@@ -175,3 +180,72 @@ def test_a_normal_deploy_converges_the_fleet_again():
     assert run.recap[SERVERS[0]]["changed"] > 0, "the first host should be rolled back to the normal config"
     assert run.recap[SERVERS[1]]["changed"] == 0
     assert all(ready(host) == 200 for host in SERVERS)
+
+
+# --- a host that dies mid-deploy ---------------------------------------------------------------------------
+
+
+def _smoke_test(host: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "tritonfleet"), "smoke-test", "--url", f"{host_address(host)}:8001",
+         "--golden", str(golden_file())],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "no_proxy": "*", "NO_PROXY": "*"},
+    )
+
+
+def _wait_for_inner_docker(host: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if subprocess.run(["docker", "exec", host, "docker", "info"], capture_output=True).returncode == 0:
+            return
+        time.sleep(2)
+    raise AssertionError(f"the Docker engine inside {host} did not come back within {seconds:.0f} s")
+
+
+def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
+    """A change is rolled out and the second server dies (its container is killed) while its own rollout runs.
+    The run fails naming that host, the first server keeps serving what it took, and once the host is back a
+    plain deploy converges the fleet: every server passes its smoke test again."""
+    dying = SERVERS[1]
+    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), str(ROOT / "playbooks" / "deploy.yml"),
+           "-e", "triton_server_log_verbose=1"]
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    lines: list[str] = []
+    killed_after = ""
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        assert proc.stdout is not None
+        in_rollout = False
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("PLAY ["):
+                in_rollout = line.startswith("PLAY [Roll out the model")
+            # The first result of the dying host inside the rollout play: its rollout has begun.
+            if in_rollout and not killed_after and f"[{dying}]" in line:
+                subprocess.run(["docker", "kill", dying], check=True, capture_output=True)
+                killed_after = line.strip()
+        returncode = proc.wait()
+    output = "".join(lines)
+    (LOG_DIR / "host-dies-mid-deploy.log").write_text(f"$ {' '.join(cmd)}\n{output}\n[rc {returncode}]\n")
+    try:
+        assert killed_after, "the rollout never reached the second host"
+        assert returncode != 0
+        assert re.search(rf"fatal: \[{dying}\]: UNREACHABLE!", output), output[-3000:]
+        recap = PlaybookRun(cmd, returncode, output, 0).recap
+        assert recap[dying]["unreachable"] == 1, recap
+        # The first host finished its rollout (with the change) and keeps serving.
+        assert "--log-verbose=1" in triton_container(SERVERS[0])["Args"]
+        assert ready(SERVERS[0]) == 200
+        smoke = _smoke_test(SERVERS[0])
+        assert smoke.returncode == 0, smoke.stdout + smoke.stderr
+    finally:
+        # Bring the host back whatever happened above, so the fleet is left converged.
+        subprocess.run([str(ROOT / "scripts" / "fleet.sh"), "create"], cwd=ROOT, check=True, capture_output=True)
+        _wait_for_inner_docker(dying)
+        run = ansible_playbook("deploy.yml", log_name="deploy-after-host-died")
+    assert run.returncode == 0, run.output[-3000:]
+    for host in SERVERS:
+        assert ready(host) == 200, host
+        assert "--log-verbose=1" not in triton_container(host)["Args"], host
+        smoke = _smoke_test(host)
+        assert smoke.returncode == 0, f"{host}: {smoke.stdout}{smoke.stderr}"
