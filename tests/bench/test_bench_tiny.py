@@ -38,7 +38,13 @@ def test_bench_tiny(tmp_path: Path) -> None:
         assert report["setups"][name]["w200"]["avg_batch_size"] >= 1
     assert report["setups"]["B"]["w200"]["avg_batch_size"] == 1  # max_batch_size 1
     assert report["setups"]["C"]["tuning"]["candidates"], "setup C's search is recorded"
-    assert any(r["sub_batch_size"] for r in report["setups"]["D"]["batch_search"]), "D tries sorted sub-batches"
+    d_rows = report["setups"]["D"]["batch_search"]
+    assert any(r["sub_batch_size"] for r in d_rows), "D tries sorted sub-batches"
+    assert {r["processes"] for r in d_rows} == {1, 2}, "D runs one session and two one-thread sessions side by side"
+    assert all(len(r["per_process"]) == 2 and r["throughput"] > 0 for r in d_rows if r["processes"] == 2)
+    for name in ("A", "B", "C", "D"):  # other jobs' CPU is measured for every setup
+        assert report["setups"][name]["w200"]["foreign_cpu_cores"] >= 0, name
+    assert report["machine"]["foreign_cpu_cores_max"] is not None
     assert set(report["targets"]) >= {"C_vs_A_throughput", "C_vs_B_throughput", "C_vs_D_throughput", "C_p99_ms",
                                       "C_errors", "all_pass"}
     assert "allowed" in report["int8_policy"]

@@ -12,7 +12,8 @@ from ..paths import BUILD_DIR
 
 TINY = {"preset": "tiny", "users": 8, "duration": 3.0, "warmup": 1.0, "sweep": [1, 8], "sweep_duration": 2.0,
         "sweep_warmup": 0.5, "tune_duration": 2.0, "tune_warmup": 1.0, "offline_batch_sizes": [1, 8],
-        "offline_sorted_batches": ["8x2"], "offline_duration": 1.0, "runtime_check_duration": 0.5, "texts": 64,
+        "offline_sorted_batches": ["8x2"], "offline_parallel_plans": ["1", "8x2"], "offline_parallel_start_delay": 3.0,
+        "offline_duration": 1.0, "runtime_check_duration": 0.5, "texts": 64,
         "measure_demo_agreement": False,
         "candidates": [{"instance_count": 1, "threads": 2, "max_queue_delay_us": 5000, "max_batch_size": 64},
                        {"instance_count": 2, "threads": 1, "max_queue_delay_us": 5000, "max_batch_size": 64,
@@ -81,7 +82,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = Harness(cfg).run()
     print("\n".join(report["summary"]))
     print(f"results: {report['files']['json']}, {report['files']['png']}"
-          + ("  (PROVISIONAL: load average was above 2.5 or --tiny)" if report["provisional"] else ""))
+          + (f"  (PROVISIONAL: other jobs used up to {report['machine']['foreign_cpu_cores_max']} CPU cores "
+             "during a measurement, or --tiny)" if report["provisional"] else ""))
     if report["errors"]:
         for name, msg in report["errors"].items():
             print(f"setup {name} FAILED: {msg}", file=sys.stderr)

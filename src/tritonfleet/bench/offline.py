@@ -4,6 +4,9 @@ Each batch does the work the served pipeline does per text: tokenize (fast token
 session, either on the whole batch padded to its longest text, or (sub-batch size s > 0, what the python
 runner does with --sub-batch-size) sorted by length and run s texts at a time, each run padded to its own
 longest text. Batch sizes and sub-batch sizes are searched; the best pair is the limit.
+Several processes can measure side by side (the harness starts N of them with one thread each, as C runs N
+one-thread instances): `--start-at` gives them one schedule, so plan k is measured by all of them in the same
+window, from start_at + k * (duration + gap).
 Run as `python -m tritonfleet.bench.offline ...` (a clean process: its own threads, its own RSS); prints JSON.
 """
 
@@ -34,7 +37,7 @@ def make_session(model_file: str, threads: int, inter_op: int = 1, execution_mod
 
 
 def measure(session, tokenizer, texts: list[str], batch_size: int, duration: float, pad_id: int,
-            sub_batch_size: int = 0) -> dict[str, Any]:
+            sub_batch_size: int = 0, start_at: float | None = None) -> dict[str, Any]:
     step = sub_batch_size or batch_size
 
     def run(encs: list[Any]) -> float:
@@ -56,6 +59,8 @@ def measure(session, tokenizer, texts: list[str], batch_size: int, duration: flo
         return len(encs), sum(run(encs[i:i + step]) for i in range(0, len(encs), step))
 
     one(0)  # warm-up
+    if start_at is not None:  # wait for the other processes measuring side by side
+        time.sleep(max(0.0, start_at - time.time()))
     done, model_s, pos = 0, 0.0, 0
     t0 = time.perf_counter()
     while True:
@@ -85,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--execution-mode", choices=("sequential", "parallel"), default="sequential")
     p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--pad-id", type=int, default=0)
+    p.add_argument("--start-at", type=float, help="epoch seconds: measure plan k from START_AT + k * (duration + gap)")
+    p.add_argument("--gap", type=float, default=4.0, help="seconds between two plans' windows (with --start-at)")
     args = p.parse_args(argv)
     from tokenizers import Tokenizer
 
@@ -95,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     session = make_session(args.model_file, args.threads, args.inter_op, args.execution_mode)
     plans = [(int(b), 0) for b in args.batch_sizes.split(",") if b]
     plans += [(int(b), int(sb)) for b, sb in (x.split("x") for x in args.sorted_batches.split(",") if x)]
-    results = [measure(session, tok, texts, b, args.duration, args.pad_id, sb) for b, sb in plans]
+    results = [measure(session, tok, texts, b, args.duration, args.pad_id, sb,
+                       None if args.start_at is None else args.start_at + k * (args.duration + args.gap))
+               for k, (b, sb) in enumerate(plans)]
     best = max(results, key=lambda r: r["throughput"])
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     json.dump({"runtime": {"model_file": args.model_file, "intra_op_threads": args.threads,

@@ -87,3 +87,37 @@ class TreeMonitor:
         wall = max(self._t1 - self._t0, 1e-9)
         return {"peak_rss_mb": round(self.peak_rss / 2**20, 1), "cpu_s": round(cpu, 2),
                 "cpu_cores": round(cpu / wall, 2), "wall_s": round(wall, 2)}
+
+
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy, all cores together (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(fields) - fields[3] - fields[4]) / _TICK
+
+
+class MachineMonitor:
+    """How much CPU the rest of the machine (anything outside this process's tree) used during a measurement.
+
+    The benchmark's own server, load generator and helpers are all descendants of the harness; on 2 cores they
+    saturate the machine and push the load average up by themselves, so the load average cannot tell a quiet
+    machine from a busy one. Busy CPU minus the harness tree's CPU can: that is other jobs (steal included).
+    """
+
+    def __init__(self) -> None:
+        self._own = TreeMonitor(os.getpid())
+        self._busy0 = 0.0
+        self._t0 = 0.0
+
+    def start(self) -> MachineMonitor:
+        self._busy0 = busy_cpu_seconds()
+        self._t0 = time.monotonic()
+        self._own.start()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        own = self._own.stop()
+        busy = busy_cpu_seconds() - self._busy0
+        wall = max(time.monotonic() - self._t0, 1e-9)
+        return {"machine_busy_cores": round(busy / wall, 2), "benchmark_cpu_cores": round(own["cpu_s"] / wall, 2),
+                "foreign_cpu_cores": round(max(0.0, busy - own["cpu_s"]) / wall, 2)}
