@@ -26,7 +26,9 @@ fi
 stamp=.venv/.tritonfleet-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python packages into .venv (first run: a few minutes)"
-  # torch is pinned to the CPU build: an unpinned torch pulls several GB of CUDA packages.
+  # torch is pinned (TRITONFLEET_TORCH_VERSION): the build machines' pip finds a local CPU wheel of 2.13.0, and an
+  # unpinned torch would pull several GB of CUDA packages. Elsewhere, to get the CPU build from PyTorch's own index:
+  # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu scripts/setup.sh
   .venv/bin/pip install -q --upgrade pip
   .venv/bin/pip install -q "torch==${TRITONFLEET_TORCH_VERSION:-2.13.0}"
   .venv/bin/pip install -q -e ".[convert,serve,deploy,bench,dev]"

@@ -52,8 +52,9 @@ def test_convert_got_the_formats():
     assert "--formats onnx,torchscript" in json.loads((entry() / "manifest.json").read_text())["argv"]
 
 
-def test_no_staging_left_in_the_cache():
-    assert not list(CACHE.glob(".staging-*")) and not list(CACHE.glob(".incoming-*"))
+@pytest.mark.parametrize("pattern", [".staging-*", ".incoming-*"])
+def test_no_scratch_directory_is_left_in_the_cache(pattern):
+    assert not list(CACHE.glob(pattern))
 
 
 def test_work_directory_is_removed_on_the_host(host):
