@@ -501,9 +501,7 @@ class Harness:
             rows.append({"candidate": cand, "throughput": r["throughput"], "p99_ms": r["p99_ms"],
                          "errors": r["errors"], "avg_batch_size": r.get("avg_batch_size"),
                          "loadavg_1m": r["loadavg_1m"]})
-        good = [r for r in rows if r["errors"] == 0 and (r["p99_ms"] or 1e9) <= TARGETS["C_p99_ms_max"]]
-        best = max(good or rows, key=lambda r: r["throughput"])
-        return best["candidate"], rows
+        return choose_candidate(rows)["candidate"], rows
 
     def setup_c(self, runtime: dict[str, Any]) -> dict[str, Any]:
         logger.info("bench: setup C (Triton ensemble, %s)", runtime["format"])
@@ -523,8 +521,7 @@ class Harness:
                  + f" --tokenizer-instance-count {opts['tokenizer_instance_count']}"
                  + f" --sub-batch-size {opts['sub_batch_size']}")
         res["config"] = {**opts, "build_repo": flags}
-        res["tuning"] = {"candidates": search, "chosen": chosen,
-                         "rule": "highest throughput among candidates with zero errors and p99 <= 1.5 s"}
+        res["tuning"] = {"candidates": search, "chosen": chosen, "rule": CHOICE_RULE}
         return res
 
     def setup_g(self) -> dict[str, Any]:
@@ -625,6 +622,21 @@ class Harness:
         tmp.replace(self.out / "bench.json")
 
 
+CHOICE_RULE = ("among candidates with zero errors: the highest throughput of those with p99 <= 1.5 s; if none "
+               "meets it, the lowest p99 of those within 3% of the highest throughput (measurement noise)")
+
+
+def choose_candidate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Setup C's choice among measured candidates (CHOICE_RULE)."""
+    clean = [r for r in rows if r["errors"] == 0] or rows
+    fast_enough = [r for r in clean if (r["p99_ms"] or 1e9) <= TARGETS["C_p99_ms_max"]]
+    if fast_enough:
+        return max(fast_enough, key=lambda r: r["throughput"])
+    top = max(r["throughput"] for r in clean)
+    close = [r for r in clean if r["throughput"] >= 0.97 * top]
+    return min(close, key=lambda r: r["p99_ms"] or 1e9)
+
+
 def evaluate_targets(setups: dict[str, Any]) -> dict[str, Any]:
     def w(name: str) -> dict[str, Any] | None:
         return setups.get(name, {}).get("w200")
@@ -649,6 +661,12 @@ def evaluate_targets(setups: dict[str, Any]) -> dict[str, Any]:
     out["C_errors"] = {"value": errs, "target": "== 0", "pass": None if errs is None else errs == 0}
     verdicts = [v["pass"] for v in out.values()]
     out["all_pass"] = all(v is True for v in verdicts)
+    # Not a target: C against D's best plan that gives every text its own scores (one text per run for int8),
+    # which is how C serves int8. D's overall best may batch int8 texts together (scores then depend on batching).
+    inv = d.get("batch_invariant_throughput") if d else None
+    out["info_C_vs_D_same_semantics"] = {
+        "value": round(c["throughput"] / inv, 3) if c and inv else None,
+        "note": "C / D's best one-text-per-run plan (informational, not a target)"}
     return out
 
 
@@ -660,7 +678,9 @@ def summary(report: dict[str, Any]) -> list[str]:
                      f"p99 {w.get('p99_ms')} ms  errors {w.get('errors')}  batch {w.get('avg_batch_size')}  "
                      f"peak RSS {res.get('server_peak_rss_mb')} MB")
     for key, v in report.get("targets", {}).items():
-        if isinstance(v, dict):
+        if key.startswith("info_"):
+            lines.append(f"{key[5:]}: {v['value']} ({v['note']})")
+        elif isinstance(v, dict):
             lines.append(f"target {key}: {v['value']} ({v['target']}): "
                          f"{'PASS' if v['pass'] else ('n/a' if v['pass'] is None else 'FAIL')}")
     return lines

@@ -1,0 +1,47 @@
+"""The benchmark's decision rules: which C candidate is chosen, and how targets are judged."""
+
+from __future__ import annotations
+
+from tritonfleet.bench.runner import choose_candidate, evaluate_targets, summary
+
+
+def row(name: str, throughput: float, p99: float, errors: int = 0) -> dict:
+    return {"candidate": {"name": name}, "throughput": throughput, "p99_ms": p99, "errors": errors}
+
+
+def test_the_fastest_candidate_within_the_p99_target_wins():
+    rows = [row("fast-but-slow-tail", 150, 1800), row("ok", 130, 1400), row("slower-ok", 120, 1200)]
+    assert choose_candidate(rows)["candidate"]["name"] == "ok"
+
+
+def test_without_any_candidate_in_target_ties_go_to_the_lowest_p99():
+    rows = [row("mbs32", 138.7, 1695), row("mbs16", 138.7, 1571), row("mbs8", 137.0, 1531), row("1x2", 122, 1710)]
+    assert choose_candidate(rows)["candidate"]["name"] == "mbs8"
+
+
+def test_a_candidate_with_errors_is_never_chosen_over_a_clean_one():
+    rows = [row("errors", 200, 900, errors=3), row("clean", 100, 2000)]
+    assert choose_candidate(rows)["candidate"]["name"] == "clean"
+
+
+def _setups(a: float, b: float, c: float, d: float, d_inv: float, p99: float) -> dict:
+    return {"A": {"w200": {"throughput": a}}, "B": {"w200": {"throughput": b}},
+            "C": {"w200": {"throughput": c, "p99_ms": p99, "errors": 0}},
+            "D": {"w200": {"throughput": d, "batch_invariant_throughput": d_inv}}}
+
+
+def test_targets_are_judged_against_ds_overall_best_and_the_same_semantics_ratio_is_only_informational():
+    t = evaluate_targets(_setups(a=15, b=20, c=135, d=166, d_inv=139, p99=1900))
+    assert t["C_vs_A_throughput"] == {"value": 9.0, "target": ">= 12.0", "pass": False}
+    assert t["C_vs_B_throughput"]["pass"] is True
+    assert t["C_vs_D_throughput"]["value"] == round(135 / 166, 3) and t["C_vs_D_throughput"]["pass"] is False
+    assert t["C_p99_ms"]["pass"] is False
+    assert t["all_pass"] is False
+    assert t["info_C_vs_D_same_semantics"]["value"] == round(135 / 139, 3)
+    lines = summary({"setups": {}, "targets": t})
+    assert "C_vs_D_same_semantics: 0.971 (C / D's best one-text-per-run plan (informational, not a target))" in lines
+
+
+def test_all_targets_met_is_all_pass():
+    t = evaluate_targets(_setups(a=10, b=20, c=150, d=160, d_inv=150, p99=1200))
+    assert t["all_pass"] is True
