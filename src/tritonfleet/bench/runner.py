@@ -622,8 +622,11 @@ class Harness:
         tmp.replace(self.out / "bench.json")
 
 
+#: Throughput differences inside this band are noise: the same candidate measured 138.7 and 144.0 texts/s in two
+#: 12 s tuning runs on the build machine.
+TIE_BAND = 0.05
 CHOICE_RULE = ("among candidates with zero errors: the highest throughput of those with p99 <= 1.5 s; if none "
-               "meets it, the lowest p99 of those within 3% of the highest throughput (measurement noise)")
+               "meets it, the lowest p99 of those within 5% of the highest throughput (measurement noise)")
 
 
 def choose_candidate(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -633,7 +636,7 @@ def choose_candidate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if fast_enough:
         return max(fast_enough, key=lambda r: r["throughput"])
     top = max(r["throughput"] for r in clean)
-    close = [r for r in clean if r["throughput"] >= 0.97 * top]
+    close = [r for r in clean if r["throughput"] >= (1 - TIE_BAND) * top]
     return min(close, key=lambda r: r["p99_ms"] or 1e9)
 
 
