@@ -48,5 +48,6 @@ def test_bench_tiny(tmp_path: Path) -> None:
     assert set(report["targets"]) >= {"C_vs_A_throughput", "C_vs_B_throughput", "C_vs_D_throughput", "C_p99_ms",
                                       "C_errors", "all_pass"}
     assert "allowed" in report["int8_policy"]
+    assert len(report["code"]["commit"]) == 40, report["code"]
     png = out / "bench.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

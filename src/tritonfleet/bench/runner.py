@@ -131,6 +131,19 @@ def _env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
 
 
+def code_version() -> dict[str, Any]:
+    """The git commit of the code that ran, and whether the working tree had changes (None outside a checkout)."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip() != ""
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
 def run_json(cmd: list[str], timeout: float) -> dict[str, Any]:
     """Run a python helper (loadgen, offline) and return the JSON it prints."""
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env(), check=False)
@@ -560,7 +573,8 @@ class Harness:
         self.int8 = int8_policy(c)
         logger.info("bench: int8 policy: %s", self.int8["reason"])
         report: dict[str, Any] = {
-            "tool": "tritonfleet bench", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
+            "tool": "tritonfleet bench", "code": code_version(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
             "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(c).items()},
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                         "loadavg_at_start": list(os.getloadavg())},
