@@ -28,7 +28,7 @@ ARG TORCH_REQUIREMENT="torch==2.13.0"
 COPY wheels /wheels
 RUN python3 -m venv --system-site-packages /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_OPTIONS} \
-       ${TORCH_REQUIREMENT} "setuptools>=68" wheel -r /wheels/requirements.txt \
+       ${TORCH_REQUIREMENT} "setuptools>=77" wheel -r /wheels/requirements.txt \
     && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 
 FROM ${BASE}

@@ -177,7 +177,7 @@ PY
     log "downloading the conversion wheels (torch==$TORCH_VERSION CPU, transformers, onnx, ...)"
     rm -rf "$cache"
     # shellcheck disable=SC2086  # one requirement per word
-    wheelhouse "$cache" "torch==$TORCH_VERSION" "setuptools>=68" wheel $requirements
+    wheelhouse "$cache" "torch==$TORCH_VERSION" "setuptools>=77" wheel $requirements
     printf '%s\n' "$requirements" >"$cache/requirements.txt"
     printf '%s\n%s' "torch==$TORCH_VERSION" "$requirements" >"$cache/.requirements"
   fi
