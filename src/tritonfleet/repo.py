@@ -43,7 +43,7 @@ class RepoOptions:
     tokenizer_instance_count: int = 1
     threads: int = 0
     #: python runner: sort each dynamic batch by length and run it this many rows at a time (0: all at once).
-    #: None: 1 for int8 (see `int8_batch_invariant`), else 0.
+    #: None: 1 for int8 (validate() refuses any other value for int8, and says why), else 0.
     sub_batch_size: int | None = None
     warmup: bool = True
     warmup_batch_size: int = 1
