@@ -131,6 +131,13 @@ def _env() -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
 
 
+def served_rows_per_run(fmt: str, wanted: int) -> int:
+    """Rows per run the python runner may use for `fmt`: build-repo's own rule (int8: 1), else `wanted`."""
+    from ..repo import RepoOptions
+
+    return RepoOptions(runner_format=fmt).effective_sub_batch_size() or wanted
+
+
 def code_version() -> dict[str, Any]:
     """The git commit of the code that ran, and whether the working tree had changes (None outside a checkout)."""
     root = Path(__file__).resolve().parents[3]
@@ -390,8 +397,7 @@ class Harness:
         rows = []
         for fmt in formats:
             # Sorted by length, a few texts per run: how C serves on CPUs (int8: one per run, see default_candidates).
-            per_run = 1 if fmt == "int8" else 2
-            plan = f"{8 if c.tiny else 32}x{per_run}"
+            plan = f"{8 if c.tiny else 32}x{served_rows_per_run(fmt, 2)}"
             for v in variants:
                 r = self.offline(fmt, [], c.runtime_check_duration, sorted_batches=[plan], **v)
                 rows.append({"format": fmt, **v, "batches": plan, "throughput": r["best"]["throughput"]})
@@ -404,36 +410,34 @@ class Harness:
         return {"measurements": rows, "chosen": best, "fastest_overall": fastest_any,
                 "note": "serving uses intra-op threads with inter_op 1 (the python runner's session options)"}
 
-    def offline(self, fmt: str, batch_sizes: list[int], duration: float, threads: int = 2, inter_op: int = 1,
-                execution_mode: str = "sequential", sorted_batches: list[str] | None = None) -> dict[str, Any]:
+    def offline_cmd(self, fmt: str, batch_sizes: list[Any], sorted_batches: list[str], duration: float,
+                    threads: int, inter_op: int = 1, execution_mode: str = "sequential") -> list[str]:
+        """The command line of one `tritonfleet.bench.offline` process on this run's artifacts and texts."""
         from ..convert import load_manifest
 
         m = load_manifest(self.artifacts)
-        return run_json([sys.executable, "-m", "tritonfleet.bench.offline",
-                         "--model-file", str(self.artifacts / layout.FORMAT_FILES[fmt]),
-                         "--tokenizer-file", str(self.artifacts / layout.TOKENIZER_DIR / "tokenizer.json"),
-                         "--texts", str(self.out / "texts.json"), "--batch-sizes", ",".join(map(str, batch_sizes)),
-                         "--duration", str(duration), "--threads", str(threads), "--inter-op", str(inter_op),
-                         "--execution-mode", execution_mode, "--max-length", str(m["max_length"]),
-                         "--pad-id", str(m["pad_token_id"]), "--sorted-batches", ",".join(sorted_batches or [])],
-                        timeout=600 + duration * (len(batch_sizes) + len(sorted_batches or [])))
+        return [sys.executable, "-m", "tritonfleet.bench.offline",
+                "--model-file", str(self.artifacts / layout.FORMAT_FILES[fmt]),
+                "--tokenizer-file", str(self.artifacts / layout.TOKENIZER_DIR / "tokenizer.json"),
+                "--texts", str(self.out / "texts.json"), "--batch-sizes", ",".join(map(str, batch_sizes)),
+                "--sorted-batches", ",".join(sorted_batches), "--duration", str(duration), "--threads", str(threads),
+                "--inter-op", str(inter_op), "--execution-mode", execution_mode,
+                "--max-length", str(m["max_length"]), "--pad-id", str(m["pad_token_id"])]
+
+    def offline(self, fmt: str, batch_sizes: list[int], duration: float, threads: int = 2, inter_op: int = 1,
+                execution_mode: str = "sequential", sorted_batches: list[str] | None = None) -> dict[str, Any]:
+        sorted_batches = sorted_batches or []
+        return run_json(self.offline_cmd(fmt, batch_sizes, sorted_batches, duration, threads, inter_op,
+                                         execution_mode),
+                        timeout=600 + duration * (len(batch_sizes) + len(sorted_batches)))
 
     def offline_parallel(self, fmt: str, plans: list[str], duration: float, processes: int) -> list[dict[str, Any]]:
         """`processes` one-thread sessions in as many processes, measuring each plan in the same windows; the rows
         carry the summed texts/s. Plans: "B" (batch B in one run) or "BxS" (sorted, S texts per run)."""
-        from ..convert import load_manifest
-
-        m = load_manifest(self.artifacts)
         batch_sizes = [p for p in plans if "x" not in p]
         sorted_plans = [p for p in plans if "x" in p]
         start_at = time.time() + self.cfg.offline_parallel_start_delay  # time to load the sessions, side by side
-        cmd = [sys.executable, "-m", "tritonfleet.bench.offline",
-               "--model-file", str(self.artifacts / layout.FORMAT_FILES[fmt]),
-               "--tokenizer-file", str(self.artifacts / layout.TOKENIZER_DIR / "tokenizer.json"),
-               "--texts", str(self.out / "texts.json"), "--batch-sizes", ",".join(batch_sizes),
-               "--sorted-batches", ",".join(sorted_plans), "--duration", str(duration), "--threads", "1",
-               "--inter-op", "1", "--max-length", str(m["max_length"]), "--pad-id", str(m["pad_token_id"]),
-               "--start-at", f"{start_at:.3f}"]
+        cmd = self.offline_cmd(fmt, batch_sizes, sorted_plans, duration, threads=1) + ["--start-at", f"{start_at:.3f}"]
         procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
                  for _ in range(processes)]
         outs = [p.communicate(timeout=600 + (duration + 5) * len(plans)) for p in procs]
@@ -470,7 +474,8 @@ class Harness:
         foreign = machine.stop()
         self.foreign.append(foreign["foreign_cpu_cores"])
         for row in rows:
-            row["batch_invariant"] = fmt != "int8" or row["batch_size"] == 1 or row["sub_batch_size"] == 1
+            rows_per_run = row["sub_batch_size"] or row["batch_size"]
+            row["batch_invariant"] = rows_per_run <= served_rows_per_run(fmt, rows_per_run)
             logger.info("bench:   %d process(es) x %d thread(s), batch %d (sub-batch %d): %.1f texts/s",
                         row["processes"], row["threads"], row["batch_size"], row["sub_batch_size"], row["throughput"])
         best = max(rows, key=lambda x: x["throughput"])
@@ -488,7 +493,7 @@ class Harness:
                            "inter_op_threads": 1, "tokenization": "included (batched fast tokenizer)"}}
 
     def c_options(self, fmt: str, cand: dict[str, Any]) -> dict[str, Any]:
-        sub_batch = 1 if fmt == "int8" else cand.get("sub_batch_size", 0)
+        sub_batch = served_rows_per_run(fmt, cand.get("sub_batch_size", 0))
         return {"backend": "python", "runner_format": fmt, "max_batch_size": cand.get("max_batch_size", 64),
                 "instance_count": cand.get("instance_count", 1), "threads": cand.get("threads", 2),
                 "max_queue_delay_us": cand.get("max_queue_delay_us", 5000),
