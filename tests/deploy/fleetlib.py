@@ -54,23 +54,44 @@ class PlaybookRun:
         return m.group(0) if m else ""
 
 
-def ansible_playbook(playbook: str, *args: str, inventory: list[Path] | None = None, log_name: str = "") -> PlaybookRun:
+def playbook_command(playbook: str, *args: str, inventory: list[Path] | None = None) -> list[str]:
     cmd = [str(VENV_BIN / "ansible-playbook")]
     for inv in inventory or [INVENTORY]:
         cmd += ["-i", str(inv)]
     # TRITONFLEET_DEPLOY_ARGS: extra ansible-playbook arguments for every run (e.g. "-e model_conversion_model=DIR").
-    cmd += [str(ROOT / "playbooks" / playbook), *args, *shlex.split(os.environ.get("TRITONFLEET_DEPLOY_ARGS", ""))]
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    return cmd + [str(ROOT / "playbooks" / playbook), *args,
+                  *shlex.split(os.environ.get("TRITONFLEET_DEPLOY_ARGS", ""))]
+
+
+def playbook_env() -> dict[str, str]:
+    return dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+
+
+def save_log(log_name: str, run: PlaybookRun) -> None:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    footer = f"[{run.seconds:.0f} s, rc {run.returncode}]"
+    (LOG_DIR / f"{log_name}.log").write_text(f"$ {' '.join(run.args)}\n{run.output}\n{footer}\n")
+
+
+def ansible_playbook(playbook: str, *args: str, inventory: list[Path] | None = None, log_name: str = "") -> PlaybookRun:
+    cmd = playbook_command(playbook, *args, inventory=inventory)
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=playbook_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
     run = PlaybookRun(cmd, proc.returncode, proc.stdout, time.monotonic() - start)
     if log_name:
-        LOG_DIR.mkdir(parents=True, exist_ok=True)
-        footer = f"[{run.seconds:.0f} s, rc {run.returncode}]"
-        (LOG_DIR / f"{log_name}.log").write_text(f"$ {' '.join(cmd)}\n{run.output}\n{footer}\n")
+        save_log(log_name, run)
     print(f"{' '.join(cmd[1:])}: rc {run.returncode} in {run.seconds:.0f} s")
     print("\n".join(run.output.splitlines()[-12:]))
     return run
+
+
+def smoke_test(host: str, golden: Path) -> subprocess.CompletedProcess[str]:
+    """`tritonfleet smoke-test` against one fleet host's gRPC port, from the controller."""
+    return subprocess.run(
+        [str(VENV_BIN / "tritonfleet"), "smoke-test", "--url", f"{host_address(host)}:8001", "--golden", str(golden)],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "no_proxy": "*", "NO_PROXY": "*"},
+    )
 
 
 def fleet_docker(host: str, *args: str) -> str:

@@ -7,7 +7,6 @@ the run that converges the fleet again, last the host that dies mid-deploy (whic
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -19,14 +18,16 @@ import yaml
 from fleetlib import (
     CONVERSION_HOST,
     INVENTORY,
-    LOG_DIR,
     ROOT,
     SERVERS,
-    VENV_BIN,
     PlaybookRun,
     ansible_playbook,
     fleet_docker,
     host_address,
+    playbook_command,
+    playbook_env,
+    save_log,
+    smoke_test,
 )
 
 
@@ -158,19 +159,7 @@ def test_smoke_test_mismatch_stops_the_rollout(tmp_path: Path):
     assert "--log-verbose=1" not in after["Args"]
     # ... and keeps serving.
     assert ready(SERVERS[1]) == 200
-    smoke = subprocess.run(
-        [
-            str(VENV_BIN / "tritonfleet"),
-            "smoke-test",
-            "--url",
-            f"{host_address(SERVERS[1])}:8001",
-            "--golden",
-            str(golden_file()),
-        ],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "no_proxy": "*", "NO_PROXY": "*"},
-    )
+    smoke = smoke_test(SERVERS[1], golden_file())
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
 
 
@@ -183,14 +172,6 @@ def test_a_normal_deploy_converges_the_fleet_again():
 
 
 # --- a host that dies mid-deploy ---------------------------------------------------------------------------
-
-
-def _smoke_test(host: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "tritonfleet"), "smoke-test", "--url", f"{host_address(host)}:8001",
-         "--golden", str(golden_file())],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "no_proxy": "*", "NO_PROXY": "*"},
-    )
 
 
 def _wait_for_inner_docker(host: str, seconds: float = 180) -> None:
@@ -207,12 +188,11 @@ def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
     The run fails naming that host, the first server keeps serving what it took, and once the host is back a
     plain deploy converges the fleet: every server passes its smoke test again."""
     dying = SERVERS[1]
-    cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(INVENTORY), str(ROOT / "playbooks" / "deploy.yml"),
-           "-e", "triton_server_log_verbose=1"]
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", PATH=f"{VENV_BIN}:{os.environ['PATH']}")
+    cmd = playbook_command("deploy.yml", "-e", "triton_server_log_verbose=1")
     lines: list[str] = []
     killed_after = ""
-    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    start = time.monotonic()
+    with subprocess.Popen(cmd, cwd=ROOT, env=playbook_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as proc:
         assert proc.stdout is not None
         in_rollout = False
@@ -225,18 +205,19 @@ def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
                 subprocess.run(["docker", "kill", dying], check=True, capture_output=True)
                 killed_after = line.strip()
         returncode = proc.wait()
-    output = "".join(lines)
-    (LOG_DIR / "host-dies-mid-deploy.log").write_text(f"$ {' '.join(cmd)}\n{output}\n[rc {returncode}]\n")
+    dying_run = PlaybookRun(cmd, returncode, "".join(lines), time.monotonic() - start)
+    save_log("host-dies-mid-deploy", dying_run)
+    output = dying_run.output
     try:
         assert killed_after, "the rollout never reached the second host"
         assert returncode != 0
         assert re.search(rf"fatal: \[{dying}\]: UNREACHABLE!", output), output[-3000:]
-        recap = PlaybookRun(cmd, returncode, output, 0).recap
+        recap = dying_run.recap
         assert recap[dying]["unreachable"] == 1, recap
         # The first host finished its rollout (with the change) and keeps serving.
         assert "--log-verbose=1" in triton_container(SERVERS[0])["Args"]
         assert ready(SERVERS[0]) == 200
-        smoke = _smoke_test(SERVERS[0])
+        smoke = smoke_test(SERVERS[0], golden_file())
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     finally:
         # Bring the host back whatever happened above, so the fleet is left converged.
@@ -247,5 +228,5 @@ def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
     for host in SERVERS:
         assert ready(host) == 200, host
         assert "--log-verbose=1" not in triton_container(host)["Args"], host
-        smoke = _smoke_test(host)
+        smoke = smoke_test(host, golden_file())
         assert smoke.returncode == 0, f"{host}: {smoke.stdout}{smoke.stderr}"
