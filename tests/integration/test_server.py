@@ -62,10 +62,7 @@ def test_the_articles_plain_tensor_interface(server, demo_artifacts):
     tok = AutoTokenizer.from_pretrained(str(demo_artifacts / layout.TOKENIZER_DIR))
     enc = tok("I love you so much!", return_tensors="np")
     client = grpcclient.InferenceServerClient(server.grpc_url)
-    inputs = [grpcclient.InferInput(layout.INPUT_IDS, list(enc["input_ids"].shape), "INT64"),
-              grpcclient.InferInput(layout.ATTENTION_MASK, list(enc["attention_mask"].shape), "INT64")]
-    inputs[0].set_data_from_numpy(enc["input_ids"].astype(np.int64))
-    inputs[1].set_data_from_numpy(enc["attention_mask"].astype(np.int64))
+    inputs = _tensor_inputs(enc["input_ids"], enc["attention_mask"])
     logits = client.infer(layout.MODELS.classifier, inputs).as_numpy(layout.LOGITS)
     assert logits.shape == (1, 3)
     assert ["negative", "neutral", "positive"][int(logits[0].argmax())] == "positive"
