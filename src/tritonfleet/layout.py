@@ -62,3 +62,8 @@ def version_dir(repo: Path, name: str) -> Path:
 
 def config_path(repo: Path, name: str) -> Path:
     return repo / name / "config.pbtxt"
+
+#: A model directory may carry its own check texts: {"golden": [...], "agreement": [...]}. The golden texts join
+#: the built-in edge cases in the golden file (and so the smoke test); the agreement texts are where int8 must
+#: agree with fp32. The demo models write it; for a hub model, list the texts in the release spec instead.
+MODEL_TEXTS_FILE = "tritonfleet-texts.json"
