@@ -10,6 +10,17 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+#: The marker of each test tree (pyproject.toml describes them; scripts/test.sh selects stages by them).
+TREE_MARKERS = {"unit": "unit", "integration": "integration", "bench": "bench", "infra": "deploy", "deploy": "deploy"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        tree = Path(item.fspath).relative_to(root).parts[0]
+        if tree in TREE_MARKERS:
+            item.add_marker(TREE_MARKERS[tree])
+
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -21,9 +32,9 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_artifacts(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tritonfleet.convert import ConvertOptions, convert
+    from tritonfleet.convert import convert
+    from tritonfleet.release import ModelOptions
 
     out = tmp_path_factory.mktemp("artifacts") / "tiny"
-    convert(ConvertOptions(model=str(tiny_model), output=out, formats=("torchscript", "onnx", "int8"),
-                           int8_min_agreement=0.5))
+    convert(str(tiny_model), out, ModelOptions(formats=("torchscript", "onnx", "int8"), int8_min_agreement=0.5))
     return out

@@ -15,6 +15,7 @@ class ModelTorchTraceAdapter(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model.eval()
+        self.eval()  # the adapter too: exporters warn about (and may trace) a module in training mode
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits

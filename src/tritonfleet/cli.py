@@ -13,33 +13,27 @@ from pathlib import Path
 
 from . import __version__, layout, paths
 from .convert import DEFAULT_MODEL
+from .errors import TritonfleetError, UsageError
+from .release import CONVERT, SERVE, ModelOptions, add_option_arguments, options_from_args
 
 logger = logging.getLogger("tritonfleet")
 
-
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _ints(value: str) -> list[int]:
-    try:
-        return [int(v) for v in _csv(value)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 # --- commands -------------------------------------------------------------------------------------------
 
 def cmd_demo_model(args: argparse.Namespace) -> int:
-    from .demo_model import DemoModelError, build_demo_model
+    from .demo import TASKS, build_demo_model
 
-    try:
-        info = build_demo_model(args.output, force=args.force)
-    except DemoModelError as exc:
-        print(f"demo-model: {exc}", file=sys.stderr)
-        return 1
-    print(f"demo model: {args.output} (held-out accuracy {info['held_out_accuracy']:.1%} on "
-          f"{info['held_out_size']} texts)")
+    if args.output and not args.task:
+        raise UsageError("--output needs --task (one model per folder)")
+    for task in [args.task] if args.task else list(TASKS):
+        output = args.output or paths.DEMO_MODELS_DIR / task
+        info = build_demo_model(task, output, force=args.force)
+        print(f"demo model {task}: {output} (held-out accuracy {info['held_out_accuracy']:.1%} on "
+              f"{info['held_out_size']} texts{', cached' if info.get('cached') else ''})")
     return 0
 
 
@@ -52,67 +46,124 @@ def cmd_random_model(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import ConvertOptions, ParityError, convert
+    from .convert import convert
+    from .release import ModelSpec, conversion_key
 
-    opts = ConvertOptions(model=args.model, output=args.output, formats=tuple(args.formats),
-                          revision=args.revision, max_length=args.max_length, atol=args.atol,
-                          int8_min_agreement=args.int8_min_agreement, opset=args.opset,
-                          int8_per_channel=not args.int8_per_tensor,
-                          trace_shape=(args.trace_batch, args.trace_length))
-    try:
-        manifest = convert(opts)
-    except ParityError as exc:
-        print(f"convert: FAILED: {exc}\nconvert: nothing was written to {args.output}", file=sys.stderr)
-        return 1
-    except ValueError as exc:
-        print(f"convert: {exc}", file=sys.stderr)
-        return 2
+    opts = options_from_args(args, CONVERT)
+    spec = ModelSpec(name=layout.DEFAULT_MODEL_NAME, model=args.model, revision=args.revision or "main",
+                     options=opts, golden_texts=tuple(args.golden_text))
+    identity = spec.source_identity()
+    golden, agreement = spec.check_texts()
+    manifest = convert(args.model, args.output, opts, revision=args.revision, golden_texts=golden,
+                       agreement_texts=agreement, key=conversion_key(spec, identity=identity), source=identity)
     for fmt, rep in manifest["parity"].items():
         figure = (f"label agreement {rep['label_agreement']:.2%} on {rep['texts']} texts" if fmt == "int8"
                   else f"max |logit diff| {rep['max_abs_logit_diff']:.1e} over {rep['cases']} cases")
         print(f"{fmt:<12} parity OK: {figure}")
-    print(f"artifacts: {args.output} (cache key {manifest['cache_key']})")
+    print(f"artifacts: {args.output} (conversion key {manifest['conversion_key']})")
     return 0
-
-
-def repo_options(args: argparse.Namespace):  # -> RepoOptions
-    from .repo import RepoOptions
-
-    return RepoOptions(
-        backend=args.backend, runner_format=args.format, max_batch_size=args.max_batch_size,
-        preferred_batch_sizes=args.preferred_batch_sizes, max_queue_delay_us=args.max_queue_delay_us,
-        instance_count=args.instance_count, instance_kind=args.instance_kind,
-        tokenizer_instance_count=args.tokenizer_instance_count, threads=args.threads,
-        sub_batch_size=args.sub_batch_size,
-        warmup=not args.no_warmup, max_text_bytes=args.max_text_bytes, tensorrt=args.tensorrt, fp16=args.fp16)
 
 
 def cmd_build_repo(args: argparse.Namespace) -> int:
     from .repo import build_repository
 
-    try:
-        info = build_repository(args.artifacts, args.output, repo_options(args))
-    except ValueError as exc:
-        print(f"build-repo: {exc}", file=sys.stderr)
-        return 2
-    print(f"model repository: {args.output} (backend {info['options']['backend']}, "
-          f"{info['options']['runner_format']}, checksum {info['checksum']})")
+    release = build_repository([(args.name, args.artifacts, options_from_args(args, SERVE))], args.output)
+    m = release.models[0]
+    print(f"model repository: {args.output} (model {m.name}: backend {m.options['backend']}, {m.options['format']}; "
+          f"release id {release.id})")
+    return 0
+
+
+def cmd_release_build(args: argparse.Namespace) -> int:
+    from . import release as rel
+
+    spec = rel.ReleaseSpec.load(args.spec)
+    if args.locate_only:
+        try:
+            built = rel.locate(spec, args.releases)
+        except rel.NotBuiltError as exc:  # what to build, for the caller (Ansible), and exit 3
+            _print_json({"built": False, "key": exc.key, "path": exc.path})
+            raise
+    else:
+        built = rel.build(spec, args.releases, args.conversions, force=args.force, expect_key=args.expect_key)
+    _print_json({"built": True, **built.as_json()})
+    return 0
+
+
+def cmd_release_show(args: argparse.Namespace) -> int:
+    from .release import Release
+
+    _print_json(Release.open(args.path).as_json())
+    return 0
+
+
+def cmd_release_verify(args: argparse.Namespace) -> int:
+    from .release import Release
+
+    release = Release.open(args.path)
+    print(f"{release.path}: OK, {len(release.checksums)} files match SHA256SUMS (release id {release.id})")
+    return 0
+
+
+def cmd_release_options(args: argparse.Namespace) -> int:
+    rows = ModelOptions.describe()
+    if args.format == "json":
+        _print_json(rows)
+    elif args.format == "argument-spec":
+        print(argument_spec_yaml(rows), end="")
+    else:
+        for r in rows:
+            choices = f" ({'|'.join(r['choices'])})" if r["choices"] else ""
+            print(f"{r['name']:<26} {r['stage']:<8} {r['type']:<10} {json.dumps(r['default']):<26} "
+                  f"{r['help']}{choices}")
+    return 0
+
+
+def argument_spec_yaml(rows: list[dict]) -> str:
+    """The `options:` of an Ansible argument spec for a model's options (roles/model_conversion's
+    meta/argument_specs.yml holds this text; a unit test keeps the two equal)."""
+    types = {"int": "int", "float": "float", "str": "str", "bool": "bool", "list[str]": "list", "list[int]": "list"}
+    lines = []
+    for r in rows:
+        lines.append(f"  {r['name']}:")
+        lines.append(f"    type: {types[r['type']]}")
+        if r["type"].startswith("list["):
+            lines.append(f"    elements: {r['type'][5:-1]}")
+        if r["choices"]:
+            lines.append(f"    choices: [{', '.join(map(str, r['choices']))}]")
+        lines.append(f"    description: {json.dumps(r['help'] + ' (default: ' + json.dumps(r['default']) + ')')}")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_release_record(args: argparse.Namespace) -> int:
+    from .release import Release, record_deploy
+
+    entry = record_deploy(args.record, Release.open(args.release), None if args.fleet else args.host)
+    print(f"{args.record}: {'the fleet' if args.fleet else args.host} serves release {entry['id'][:12]} "
+          f"(key {entry['key']}, {', '.join(entry['models'])})")
+    return 0
+
+
+def cmd_release_deployed(args: argparse.Namespace) -> int:
+    from .release import deployed
+
+    release = deployed(args.record, args.host)
+    if args.field:
+        print(release.as_json()[args.field])
+    else:
+        _print_json(release.as_json())
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .serve import ServerError, TritonServer
+    from .serve import TritonServer
 
     server = TritonServer(args.repo, http_port=args.http_port, grpc_port=args.grpc_port,
                           metrics_port=args.metrics_port, host=args.host)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    try:
-        server.start(ready_timeout=args.ready_timeout)
-    except ServerError as exc:
-        print(f"serve: {exc}", file=sys.stderr)
-        return 1
+    server.start(ready_timeout=args.ready_timeout)
     print(f"serving {args.repo}: gRPC {server.grpc_url}, HTTP {server.http_url} (Ctrl-C stops)", flush=True)
     while not stop.is_set():
         if server.proc is not None and server.proc.poll() is not None:
@@ -127,23 +178,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_smoke_test(args: argparse.Namespace) -> int:
     from .smoke import run_smoke_test
 
+    if (args.release is None) == (args.golden is None):
+        raise UsageError("give --release DIR (every model of a release) or --golden FILE (one model, --model)")
     return run_smoke_test(args.url, args.golden, protocol=args.protocol, timeout=args.timeout,
-                          tolerance=args.tolerance, variant=args.variant, json_out=args.json)
+                          tolerance=args.tolerance, variant=args.variant, json_out=args.json, release=args.release,
+                          model=args.model)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .client import ClientError, TextClient
+    from .client import TextClient
 
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
-        print("predict: no text given (pass texts as arguments or one per line on stdin)", file=sys.stderr)
-        return 2
-    try:
-        client = TextClient(args.url, args.protocol, args.timeout)
-        preds = client.predict(texts)
-    except ClientError as exc:
-        print(f"predict: {exc}", file=sys.stderr)
-        return 1
+        raise UsageError("no text given (pass texts as arguments or one per line on stdin)")
+    preds = TextClient(args.url, args.protocol, args.timeout, model=args.model).predict(texts)
     if args.json:
         print(json.dumps([p.__dict__ for p in preds], ensure_ascii=False, indent=2))
         return 0
@@ -154,49 +202,51 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_checksum(args: argparse.Namespace) -> int:
-    from .util import tree_checksum
+    from .release import tree_checksum
 
     if not args.path.is_dir():
-        print(f"checksum: {args.path} is not a directory", file=sys.stderr)
-        return 2
+        raise UsageError(f"{args.path} is not a directory")
     print(tree_checksum(args.path))
     return 0
 
 
 def cmd_layout(args: argparse.Namespace) -> int:
-    print(json.dumps({"models": layout.MODELS.as_dict(), "version": layout.VERSION,
+    print(json.dumps({"models": layout.model_names(args.model).as_dict(), "version": layout.VERSION,
                       "tensors": {k: getattr(layout, k) for k in
                                   ("TEXT", "INPUT_IDS", "ATTENTION_MASK", "LOGITS", "LABEL", "SCORES")}},
                      indent=2))
     return 0
 
 
+def demo_spec(options: dict | None = None):  # -> ReleaseSpec
+    """A release of every embedded demo model (built when missing), each named after its task."""
+    from .demo import TASKS, build_demo_model
+    from .release import ReleaseSpec
+
+    tasks = list(TASKS)
+    for task in tasks:
+        build_demo_model(task, paths.DEMO_MODELS_DIR / task)
+    return ReleaseSpec.from_dict({"models": [{"name": t, "model": str(paths.DEMO_MODELS_DIR / t)} for t in tasks],
+                                  "options": options or {}})
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The single-machine pipeline: demo model -> convert -> build-repo -> serve -> predictions + smoke test."""
-    from .convert import ConvertOptions, cache_key, convert, load_manifest
-    from .demo_model import build_demo_model
-    from .repo import RepoOptions, build_repository
+    """The single-machine pipeline: demo models -> release (convert, build) -> serve -> predictions, smoke test."""
+    from .client import TextClient
+    from .release import build
     from .serve import TritonServer
     from .smoke import run_smoke_test
 
-    build_demo_model(paths.DEMO_MODEL_DIR)
-    artifacts = paths.ARTIFACTS_DIR
-    opts = ConvertOptions(model=str(paths.DEMO_MODEL_DIR), output=artifacts, formats=("torchscript", "onnx"))
-    key = cache_key(opts)
-    if (artifacts / layout.MANIFEST_FILE).is_file() and load_manifest(artifacts).get("cache_key") == key:
-        logger.info("Artifacts in %s are up to date (cache key %s)", artifacts, key)
-    else:
-        convert(opts)
-    build_repository(artifacts, paths.REPOSITORY_DIR, RepoOptions())
-    with TritonServer(paths.REPOSITORY_DIR, log_file=paths.BUILD_DIR / "tritonserver.log",
-                      http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port) as s:
-        print("\nPredictions (gRPC, ensemble 'sentiment'):")
-        from .client import TextClient
-
-        for p in TextClient(s.grpc_url).predict(args.texts):
-            print(f"  {p.label:<9} {' '.join(f'{x:.3f}' for x in p.scores)}  {p.text}")
+    release = build(demo_spec(), paths.RELEASES_DIR, paths.CONVERSIONS_DIR)
+    with TritonServer(release.path, log_file=paths.BUILD_DIR / "tritonserver.log", http_port=args.http_port,
+                      grpc_port=args.grpc_port, metrics_port=args.metrics_port) as s:
+        client = TextClient(s.grpc_url)
+        for name in release.names():
+            print(f"\nPredictions (gRPC, model '{name}'):")
+            for p in client.predict(args.texts, name):
+                print(f"  {p.label:<11} {' '.join(f'{x:.3f}' for x in p.scores)}  {p.text}")
         print()
-        return run_smoke_test(s.grpc_url, artifacts / layout.GOLDEN_FILE)
+        return run_smoke_test(s.grpc_url, release=release.path)
 
 
 # --- parser ---------------------------------------------------------------------------------------------
@@ -207,8 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("demo-model", help="build (or reuse) the embedded default sentiment model, offline")
-    s.add_argument("--output", type=Path, default=paths.DEMO_MODEL_DIR)
+    from .demo import TASKS
+
+    s = sub.add_parser("demo-model", help="build (or reuse) the embedded demo models, offline")
+    s.add_argument("--task", choices=sorted(TASKS), help="just this demo model (default: all of them)")
+    s.add_argument("--output", type=Path, help=f"default: {paths.DEMO_MODELS_DIR}/TASK")
     s.add_argument("--force", action="store_true", help="rebuild even when the cache is valid")
     s.set_defaults(func=cmd_demo_model)
 
@@ -221,42 +274,54 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("convert", help="export TorchScript/ONNX/int8 with parity checks and a golden file")
     s.add_argument("--model", default=os.environ.get("TRITONFLEET_MODEL", DEFAULT_MODEL),
                    help=f"hub id or local directory (default: $TRITONFLEET_MODEL or {DEFAULT_MODEL}; "
-                        f"the embedded demo model: {paths.DEMO_MODEL_DIR})")
+                        f"the embedded demo models: {paths.DEMO_MODELS_DIR}/TASK)")
     s.add_argument("--revision", help="hub revision (branch, tag or commit)")
     s.add_argument("--output", type=Path, default=paths.ARTIFACTS_DIR)
-    s.add_argument("--formats", type=_csv, default=["torchscript", "onnx"],
-                   help="comma-separated: torchscript,onnx,int8 (default: torchscript,onnx)")
-    s.add_argument("--max-length", type=int, help="token limit (default: the tokenizer's)")
-    s.add_argument("--atol", type=float, default=1e-4, help="max |logit difference| for fp32 exports")
-    s.add_argument("--int8-min-agreement", type=float, default=0.98)
-    s.add_argument("--int8-per-tensor", action="store_true",
-                   help="one int8 weight scale per tensor instead of per output channel (coarser)")
-    s.add_argument("--opset", type=int, default=17)
-    s.add_argument("--trace-batch", type=int, default=1)
-    s.add_argument("--trace-length", type=int, default=100)
+    s.add_argument("--golden-text", action="append", default=[], metavar="TEXT",
+                   help="a text for the golden file and the smoke test, besides the built-in ones (repeatable)")
+    add_option_arguments(s, CONVERT)
     s.set_defaults(func=cmd_convert)
 
-    s = sub.add_parser("build-repo", help="render the Triton model repository from conversion artifacts")
+    s = sub.add_parser("build-repo", help="render a one-model Triton repository (a release) from conversion artifacts")
     s.add_argument("--artifacts", type=Path, default=paths.ARTIFACTS_DIR)
     s.add_argument("--output", type=Path, default=paths.REPOSITORY_DIR)
-    s.add_argument("--backend", choices=layout.BACKENDS, default="python",
-                   help="classifier backend (python: runner for CPU hosts without NVIDIA's image)")
-    s.add_argument("--format", choices=layout.RUNNER_FORMATS, default="onnx", help="which export to serve")
-    s.add_argument("--max-batch-size", type=int, default=64)
-    s.add_argument("--preferred-batch-sizes", type=_ints, default=[])
-    s.add_argument("--max-queue-delay-us", type=int, default=2000)
-    s.add_argument("--instance-count", type=int, default=1)
-    s.add_argument("--instance-kind", choices=("KIND_CPU", "KIND_GPU"), default="KIND_CPU")
-    s.add_argument("--tokenizer-instance-count", type=int, default=1)
-    s.add_argument("--threads", type=int, default=0, help="runner intra-op threads (0: runtime default)")
-    s.add_argument("--sub-batch-size", type=int, default=None,
-                   help="python runner: sort the batch's texts by length and run them this many at a time "
-                        "(0: one run; 1-4 avoid padding waste on CPUs; default 1 for int8, else 0)")
-    s.add_argument("--no-warmup", action="store_true")
-    s.add_argument("--max-text-bytes", type=int, default=16384, help="longer texts get INVALID_ARG")
-    s.add_argument("--tensorrt", action="store_true", help="TensorRT accelerator (onnxruntime on KIND_GPU)")
-    s.add_argument("--fp16", action="store_true", help="half precision where the backend supports it")
+    s.add_argument("--name", default=layout.DEFAULT_MODEL_NAME, help="the model's name (its ensemble's)")
+    add_option_arguments(s, SERVE)
     s.set_defaults(func=cmd_build_repo)
+
+    r = sub.add_parser("release", help="build, find, verify and record releases (one or more models)")
+    rsub = r.add_subparsers(dest="release_command", required=True, metavar="SUBCOMMAND")
+    s = rsub.add_parser("build", help="build the release of a spec, or find it built; print it as JSON")
+    s.add_argument("--spec", required=True, help="the release spec as JSON (a file, or - for stdin)")
+    s.add_argument("--releases", type=Path, default=paths.RELEASES_DIR, help="where releases are kept by key")
+    s.add_argument("--conversions", type=Path, default=paths.CONVERSIONS_DIR,
+                   help="where conversion artifacts are kept by conversion key")
+    s.add_argument("--locate-only", action="store_true",
+                   help="do not build: when it is not built, print its key and path and exit 3")
+    s.add_argument("--expect-key", default="", help="refuse to build when the spec's key is not this one")
+    s.add_argument("--force", action="store_true", help="write the release again (conversions stay cached)")
+    s.set_defaults(func=cmd_release_build)
+    s = rsub.add_parser("show", help="print a release as JSON (verified against its SHA256SUMS)")
+    s.add_argument("path", type=Path)
+    s.set_defaults(func=cmd_release_show)
+    s = rsub.add_parser("verify", help="check a release's files against its SHA256SUMS")
+    s.add_argument("path", type=Path)
+    s.set_defaults(func=cmd_release_verify)
+    s = rsub.add_parser("options", help="the options of a model: name, stage, type, default, help")
+    s.add_argument("--format", choices=("table", "json", "argument-spec"), default="table")
+    s.set_defaults(func=cmd_release_options)
+    s = rsub.add_parser("record", help="record that a host (or the fleet) now serves a release")
+    s.add_argument("record", type=Path, help=f"the fleet's deploy record, e.g. {paths.DEPLOYED_DIR}/local.json")
+    s.add_argument("--release", type=Path, required=True, help="the release's folder")
+    who = s.add_mutually_exclusive_group(required=True)
+    who.add_argument("--host")
+    who.add_argument("--fleet", action="store_true", help="the whole fleet (after a complete rollout)")
+    s.set_defaults(func=cmd_release_record)
+    s = rsub.add_parser("deployed", help="the release a host (default: the fleet) serves, from the deploy record")
+    s.add_argument("record", type=Path)
+    s.add_argument("--host")
+    s.add_argument("--field", choices=("path", "id", "key"), help="print just this field")
+    s.set_defaults(func=cmd_release_deployed)
 
     s = sub.add_parser("serve", help="run a real tritonserver on a model repository until Ctrl-C")
     s.add_argument("--repo", type=Path, default=paths.REPOSITORY_DIR)
@@ -272,10 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="HOST[:PORT] of the server (default port: 8001 for grpc, 8000 for http)")
         s.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
         s.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+        s.add_argument("--model", default=layout.DEFAULT_MODEL_NAME, help="the model (ensemble) to call")
 
-    s = sub.add_parser("smoke-test", help="check a server against the golden file; exit 0 or 1")
+    s = sub.add_parser("smoke-test", help="check a server against a release's golden files; exit 0 or 1")
     client_args(s)
-    s.add_argument("--golden", type=Path, default=paths.ARTIFACTS_DIR / layout.GOLDEN_FILE)
+    s.add_argument("--release", type=Path, help="a release folder: check every model of it")
+    s.add_argument("--golden", type=Path, help="one model's golden file (with --model)")
     s.add_argument("--tolerance", type=float, default=1e-3, help="max |score difference|")
     s.add_argument("--variant", choices=("fp32", "int8"),
                    help="golden outputs to compare with (default: what the server says its classifier serves)")
@@ -288,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("demo", help="single machine: demo model, convert, build-repo, serve, predict, smoke test")
+    s = sub.add_parser("demo", help="single machine: demo models, release, serve, predict, smoke test")
     s.add_argument("texts", nargs="*", default=["I love you so much!", "I hate this movie",
                                                 "Ok, let's see tomorrow.", "Good night 😊"])
     s.add_argument("--http-port", type=int, default=8000)
@@ -296,19 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-port", type=int, default=8002)
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("checksum", help="sha256 of a directory tree (what Ansible compares across hosts)")
+    s = sub.add_parser("checksum", help="sha256 of a directory tree: the sha256 of its SHA256SUMS (a release's id)")
     s.add_argument("path", type=Path)
     s.set_defaults(func=cmd_checksum)
 
     s = sub.add_parser("layout", help="print the model repository layout (model and tensor names) as JSON")
+    s.add_argument("--model", default=layout.DEFAULT_MODEL_NAME)
     s.set_defaults(func=cmd_layout)
 
-    try:
-        from .bench.cli import add_parser as add_bench
-    except ImportError:
-        pass
-    else:
-        add_bench(sub)
+    from .bench.cli import add_parser as add_bench  # argparse only: the bench's own imports wait for `bench`
+
+    add_bench(sub)
     return p
 
 
@@ -318,8 +383,12 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "0" if os.environ.get("TRITONFLEET_ONLINE") else "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    command = " ".join(filter(None, [args.command, getattr(args, "release_command", None)]))
     try:
         return int(args.func(args) or 0)
+    except TritonfleetError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

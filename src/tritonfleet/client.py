@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 
 from . import layout
+from .errors import TritonfleetError, UsageError
 
 PROTOCOLS = ("grpc", "http")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 
 
-class ClientError(RuntimeError):
+class ClientError(TritonfleetError):
     """The server could not be reached, timed out, or refused a request. `str()` is one line."""
 
     def __init__(self, message: str, status: str | None = None) -> None:
@@ -35,7 +36,7 @@ def _module(protocol: str) -> Any:
     elif protocol == "http":
         import tritonclient.http as mod
     else:
-        raise ValueError(f"protocol {protocol!r}: choose one of {PROTOCOLS}")
+        raise UsageError(f"protocol {protocol!r}: choose one of {PROTOCOLS}")
     return mod
 
 
@@ -131,16 +132,19 @@ class TextClient:
         return st
 
     def infer_raw(self, items: Sequence[bytes] | np.ndarray, datatype: str = "BYTES",
-                  input_name: str = layout.TEXT, shape: Sequence[int] | None = None) -> tuple[Any, Any]:
+                  input_name: str = layout.TEXT, shape: Sequence[int] | None = None,
+                  model: str | None = None) -> tuple[Any, Any]:
         arr = items if isinstance(items, np.ndarray) else np.array(list(items), dtype=object).reshape(-1, 1)
         inp = self._mod.InferInput(input_name, list(shape or arr.shape), datatype)
         inp.set_data_from_numpy(arr)
         outputs = [self._mod.InferRequestedOutput(layout.LABEL), self._mod.InferRequestedOutput(layout.SCORES)]
-        res = self._call(f"infer {self.model}", self._client.infer, self.model, [inp], outputs=outputs)
+        model = model or self.model
+        res = self._call(f"infer {model}", self._client.infer, model, [inp], outputs=outputs)
         return res.as_numpy(layout.LABEL), res.as_numpy(layout.SCORES)
 
-    def predict(self, texts: Sequence[str]) -> list[Prediction]:
-        labels, scores = self.infer_raw([t.encode("utf-8") for t in texts])
+    def predict(self, texts: Sequence[str], model: str | None = None) -> list[Prediction]:
+        """Labels and scores of `texts` from the ensemble `model` (default: the client's)."""
+        labels, scores = self.infer_raw([t.encode("utf-8") for t in texts], model=model)
         return [Prediction(t, lab[0].decode("utf-8") if isinstance(lab[0], bytes) else str(lab[0]),
                            [float(x) for x in s]) for t, lab, s in zip(texts, labels, scores, strict=True)]
 

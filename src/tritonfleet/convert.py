@@ -7,19 +7,18 @@ Exports:
 
 Every fp32 export must match the eager model on the golden set (single texts and padded batches at sizes and
 lengths other than the traced one) within `atol` with identical labels. int8 must agree on labels with eager
-on at least `int8_min_agreement` of the agreement texts. Everything is written to a scratch directory and
-renamed into place at the end: a failed conversion leaves no partial artifacts.
+on at least `int8_min_agreement` of the agreement texts, which the caller gives (this module knows no data
+set). Everything is written to a scratch directory and renamed into place at the end: a failed conversion
+leaves no partial artifacts. The options are `release.ModelOptions` (its conversion stage).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,66 +26,23 @@ import numpy as np
 
 from . import __version__, layout
 from . import golden as g
-from .util import atomic_directory, sha256_file, step, tree_checksum
+from .errors import ParityError, ReleaseError, UsageError
+from .release import CONVERT, ModelOptions, file_checksums
+from .util import atomic_directory, step
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "cardiffnlp/twitter-roberta-base-sentiment"
-FORMATS = ("torchscript", "onnx", "int8")
 
 Runner = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-
-class ParityError(RuntimeError):
-    """An export disagrees with the eager model."""
-
-
-@dataclass
-class ConvertOptions:
-    model: str = DEFAULT_MODEL
-    output: Path = Path("build/artifacts")
-    formats: Sequence[str] = ("torchscript", "onnx")
-    revision: str | None = None
-    max_length: int | None = None
-    trace_shape: tuple[int, int] = (1, 100)
-    atol: float = 1e-4
-    int8_min_agreement: float = 0.98
-    opset: int = 17
-    int8_per_channel: bool = True
-    extra_agreement_texts: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "formats": sorted(self.formats),
-            "revision": self.revision,
-            "max_length": self.max_length,
-            "trace_shape": list(self.trace_shape),
-            "atol": self.atol,
-            "int8_min_agreement": self.int8_min_agreement,
-            "opset": self.opset,
-            "int8_per_channel": self.int8_per_channel,
-        }
+__all__ = ["DEFAULT_MODEL", "ParityError", "convert", "load_manifest"]
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
     z = x - x.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def model_revision(model: str, revision: str | None) -> str:
-    """A revision string for the cache key: the hub revision, or a checksum of a local model directory."""
-    path = Path(model)
-    if path.is_dir():
-        return "dir-sha256:" + tree_checksum(path)
-    return revision or "main"
-
-
-def cache_key(opts: ConvertOptions) -> str:
-    """Same model revision and options -> same key. Ansible's model_conversion role skips on a match."""
-    data = {**opts.as_dict(), "revision": model_revision(opts.model, opts.revision), "tool": __version__}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_model(model: str, revision: str | None = None) -> tuple[Any, Any]:
@@ -104,12 +60,11 @@ def load_model(model: str, revision: str | None = None) -> tuple[Any, Any]:
                 model, attn_implementation="eager", **kwargs
             )
         except OSError as exc:
-            raise SystemExit(
-                f"convert: cannot load {model!r}: {exc}\n"
-                "  (a hub id needs network access; on an air-gapped host pass a local model directory)"
-            ) from None
+            raise UsageError(
+                f"cannot load {model!r}: {' '.join(str(exc).split())} (a hub id needs network access; on an "
+                "air-gapped host pass a local model directory)") from None
     if not getattr(tokenizer, "is_fast", False):
-        raise SystemExit(f"convert: {model!r} has no fast tokenizer (tokenizer.json); the server needs one")
+        raise UsageError(f"{model!r} has no fast tokenizer (tokenizer.json); the server needs one")
     clf.eval()
     return clf, tokenizer
 
@@ -218,13 +173,6 @@ def label_agreement(candidate: Runner, reference: Runner, tokenizer: Any, texts:
     return 1.0 - len(differ) / max(1, len(texts)), differ
 
 
-def agreement_texts(extra: Sequence[str] = ()) -> list[str]:
-    """Texts for the int8 label-agreement figure: the golden set, the demo held-out set, and `extra`."""
-    from .demo_data import HELD_OUT
-
-    return [*g.GOLDEN_TEXTS, *(t for t, _ in HELD_OUT), *extra]
-
-
 def export_torchscript(adapter: Any, tokenizer: Any, shape: tuple[int, int], path: Path) -> Any:
     import torch
 
@@ -279,39 +227,48 @@ def quantize_int8(src: Path, dst: Path, per_channel: bool = True) -> None:
         root.setLevel(level)
 
 
-def convert(opts: ConvertOptions, adapter_factory: Callable[[Any], Any] | None = None) -> dict[str, Any]:
-    """Run the whole conversion; returns the manifest. Raises ParityError on a parity failure."""
+def convert(model: str, output: Path, options: ModelOptions | None = None, *, revision: str | None = None,
+            golden_texts: Sequence[str] = (), agreement_texts: Sequence[str] = (), key: str = "",
+            source: str = "", adapter_factory: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Convert `model` (hub id or directory) into `output`; return the manifest.
+
+    The golden file holds the built-in golden texts and `golden_texts`; int8 must agree with eager on the golden
+    texts and `agreement_texts`. `key` and `source` (the conversion key and the model's identity, see
+    `release.conversion_key`) are recorded in the manifest. Raises ParityError on a parity failure and UsageError
+    on bad options; either way `output` is left as it was.
+    """
     from .adapter import ModelTorchTraceAdapter
 
-    unknown = set(opts.formats) - set(FORMATS)
-    if unknown or not opts.formats:
-        raise ValueError(f"unknown formats {sorted(unknown)}; choose from {FORMATS}")
-    if "int8" in opts.formats and "onnx" not in opts.formats:
-        raise ValueError("int8 is quantized from the ONNX export: add onnx to --formats")
-
+    opts = options or ModelOptions()
+    opts.validate()
     t0 = time.perf_counter()
-    model, tokenizer = load_model(opts.model, opts.revision)
-    max_length = resolve_max_length(tokenizer, model.config, opts.max_length)
-    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    clf, tokenizer = load_model(model, revision)
+    max_length = resolve_max_length(tokenizer, clf.config, opts.max_length)
+    labels = [clf.config.id2label[i] for i in range(clf.config.num_labels)]
     logger.info("Model: %d labels %s, max length %d tokens", len(labels), labels, max_length)
-    adapter = (adapter_factory or ModelTorchTraceAdapter)(model)
-    eager = eager_runner(model)
+    adapter = (adapter_factory or ModelTorchTraceAdapter)(clf)
+    eager = eager_runner(clf)
+    golden = list(dict.fromkeys([*g.GOLDEN_TEXTS, *golden_texts]))
+    # The built-in batches (indices into GOLDEN_TEXTS), and with extra golden texts one batch of all of them.
+    batches = [*g.GOLDEN_BATCHES, *([list(range(len(golden)))] if len(golden) > len(g.GOLDEN_TEXTS) else [])]
+    trace_shape = (opts.trace_batch, opts.trace_length)
     parity: dict[str, Any] = {}
 
-    with atomic_directory(opts.output) as out:
+    def check(name: str, runner: Runner) -> dict[str, Any]:
+        return check_parity(name, runner, eager, tokenizer, max_length, opts.atol, golden, batches)
+
+    with atomic_directory(output) as out:
         if "torchscript" in opts.formats:
-            ts = export_torchscript(adapter, tokenizer, opts.trace_shape, out / layout.TORCHSCRIPT_FILE)
-            parity["torchscript"] = check_parity("TorchScript", torchscript_runner(ts), eager, tokenizer,
-                                                 max_length, opts.atol)
+            ts = export_torchscript(adapter, tokenizer, trace_shape, out / layout.TORCHSCRIPT_FILE)
+            parity["torchscript"] = check("TorchScript", torchscript_runner(ts))
         if "onnx" in opts.formats:
-            export_onnx(adapter, tokenizer, opts.trace_shape, out / layout.ONNX_FILE, opts.opset)
-            parity["onnx"] = check_parity("ONNX", onnx_runner(out / layout.ONNX_FILE), eager, tokenizer,
-                                          max_length, opts.atol)
+            export_onnx(adapter, tokenizer, trace_shape, out / layout.ONNX_FILE, opts.opset)
+            parity["onnx"] = check("ONNX", onnx_runner(out / layout.ONNX_FILE))
         int8_run: Runner | None = None
         if "int8" in opts.formats:
             quantize_int8(out / layout.ONNX_FILE, out / layout.ONNX_INT8_FILE, opts.int8_per_channel)
             int8_run = onnx_runner(out / layout.ONNX_INT8_FILE)
-            texts = agreement_texts(opts.extra_agreement_texts)
+            texts = list(dict.fromkeys([*golden, *agreement_texts]))
             with step(f"Measuring int8 label agreement on {len(texts)} texts"):
                 agree, differ = label_agreement(int8_run, eager, tokenizer, texts, max_length)
             parity["int8"] = {"label_agreement": agree, "texts": len(texts), "disagreements": differ,
@@ -326,7 +283,7 @@ def convert(opts: ConvertOptions, adapter_factory: Callable[[Any], Any] | None =
 
         with step("Writing the golden file"):
             entries = []
-            for text in g.GOLDEN_TEXTS:
+            for text in golden:
                 ids, mask = encode(tokenizer, [text], max_length)
                 logits = eager(ids, mask)[0]
                 entry = g.GoldenEntry(text=text, label=labels[int(logits.argmax())],
@@ -337,31 +294,29 @@ def convert(opts: ConvertOptions, adapter_factory: Callable[[Any], Any] | None =
                     entry.variants["int8"] = {"label": labels[int(q.argmax())],
                                               "scores": [float(x) for x in softmax(q)]}
                 entries.append(entry)
-            g.GoldenFile(model=opts.model, labels=labels, max_length=max_length, entries=entries).save(
+            g.GoldenFile(model=model, labels=labels, max_length=max_length, entries=entries).save(
                 out / layout.GOLDEN_FILE)
 
         tokenizer.save_pretrained(str(out / layout.TOKENIZER_DIR))
         if not (out / layout.TOKENIZER_DIR / "tokenizer.json").is_file():
-            raise RuntimeError("the tokenizer did not save a tokenizer.json")
+            raise ReleaseError("the tokenizer did not save a tokenizer.json")
         manifest = {
             "tool": f"tritonfleet {__version__}",
-            "cache_key": cache_key(opts),
-            "model": opts.model,
-            "revision": model_revision(opts.model, opts.revision),
-            "options": opts.as_dict(),
+            "conversion_key": key,
+            "model": model,
+            "revision": revision or "",
+            "source": source,
+            "options": opts.stage(CONVERT),
             "labels": labels,
             "max_length": max_length,
             "pad_token_id": int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0),
-            "vocab_size": int(model.config.vocab_size),
+            "vocab_size": int(clf.config.vocab_size),
             "parity": parity,
-            "files": {
-                p.relative_to(out).as_posix(): sha256_file(p)
-                for p in sorted(out.rglob("*")) if p.is_file()
-            },
+            "files": file_checksums(out),
             "seconds": round(time.perf_counter() - t0, 1),
         }
         (out / layout.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-    logger.info("Conversion done in %.1f s: %s", time.perf_counter() - t0, os.fspath(opts.output))
+    logger.info("Conversion done in %.1f s: %s", time.perf_counter() - t0, os.fspath(output))
     return manifest
 
 
@@ -370,4 +325,6 @@ def load_manifest(artifacts: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise SystemExit(f"no {layout.MANIFEST_FILE} in {artifacts}: run `tritonfleet convert` first") from None
+        raise ReleaseError(f"no {layout.MANIFEST_FILE} in {artifacts}: run `tritonfleet convert` first") from None
+    except json.JSONDecodeError as exc:
+        raise ReleaseError(f"{path} is not JSON: {exc}") from None

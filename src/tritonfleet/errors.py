@@ -24,6 +24,10 @@ class ReleaseError(TritonfleetError):
 
 
 class NotBuiltError(ReleaseError):
-    """The release of a spec has not been built yet (`release build --locate-only`)."""
+    """The release of a spec has not been built yet (`release build --locate-only`): its key and where it goes."""
 
     exit_code = 3
+
+    def __init__(self, message: str, key: str = "", path: str = "") -> None:
+        super().__init__(message)
+        self.key, self.path = key, path

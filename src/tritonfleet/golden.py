@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ReleaseError
+
 #: The article's three sentences.
 ARTICLE_TEXTS = ["I love you so much!", "I hate this movie", "Ok, let's see tomorrow."]
 
@@ -76,9 +78,9 @@ class GoldenFile:
             return cls(model=data["model"], labels=list(data["labels"]),
                        max_length=int(data["max_length"]), entries=entries)
         except FileNotFoundError:
-            raise ValueError(f"golden file {path} does not exist (run `tritonfleet convert` first)") from None
+            raise ReleaseError(f"golden file {path} does not exist (run `tritonfleet convert` first)") from None
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"golden file {path} is malformed: {exc}") from exc
+            raise ReleaseError(f"golden file {path} is malformed: {exc}") from exc
 
     def expected(self, entry: GoldenEntry, variant: str | None) -> tuple[str, list[float]]:
         """Label and scores the server should return for `entry` when it serves `variant` (e.g. int8)."""

@@ -25,31 +25,44 @@ LOGITS = "OUTPUT__0"
 LABEL = "LABEL"
 SCORES = "SCORES"
 
-BACKENDS = ("python", "onnxruntime", "pytorch")
-RUNNER_FORMATS = ("onnx", "int8", "torchscript")
-
 #: Which artifact file serves each runner format.
 FORMAT_FILES = {"onnx": ONNX_FILE, "int8": ONNX_INT8_FILE, "torchscript": TORCHSCRIPT_FILE}
 
 
 @dataclass(frozen=True)
 class ModelNames:
-    """Names of the four models of the repository."""
+    """Names of the four Triton models that serve one classifier: the ensemble and its three steps."""
 
-    ensemble: str = "sentiment"
-    tokenizer: str = "sentiment_tokenizer"
-    classifier: str = "sentiment_classifier"
-    postprocess: str = "sentiment_postprocess"
+    ensemble: str
+    tokenizer: str
+    classifier: str
+    postprocess: str
 
     def all(self) -> list[str]:
         return [self.ensemble, self.tokenizer, self.classifier, self.postprocess]
+
+    def steps(self) -> list[str]:
+        """The ensemble's internal steps (not meant to be called by clients)."""
+        return [self.tokenizer, self.classifier, self.postprocess]
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
 
 
-MODELS = ModelNames()
+def model_names(name: str) -> ModelNames:
+    """The Triton models of the classifier called `name`: `name` (the ensemble clients call), `name_tokenizer`,
+    `name_classifier`, `name_postprocess`."""
+    return ModelNames(ensemble=name, tokenizer=f"{name}_tokenizer", classifier=f"{name}_classifier",
+                      postprocess=f"{name}_postprocess")
+
+
+#: The name of a model when none is given (the article's sentiment classifier).
+DEFAULT_MODEL_NAME = "sentiment"
+MODELS = model_names(DEFAULT_MODEL_NAME)
 VERSION = "1"
+
+#: Each model's golden file inside a release, in its ensemble's directory (Triton ignores files there).
+GOLDEN_IN_RELEASE = "golden.json"
 
 
 def model_dir(repo: Path, name: str) -> Path:

@@ -14,6 +14,13 @@ BUILD_DIR = Path(os.environ.get("TRITONFLEET_BUILD_DIR", PROJECT_ROOT / "build")
 #: Source templates of the model repository (config templates and python models).
 TEMPLATE_DIR = Path(os.environ.get("TRITONFLEET_TEMPLATE_DIR", PROJECT_ROOT / "model_repository"))
 
-DEMO_MODEL_DIR = BUILD_DIR / "demo-model"
+#: The embedded demo models, one folder per task (tritonfleet demo-model --task NAME).
+DEMO_MODELS_DIR = BUILD_DIR / "demo-models"
+#: `tritonfleet convert` and `build-repo` without --output.
 ARTIFACTS_DIR = BUILD_DIR / "artifacts"
 REPOSITORY_DIR = BUILD_DIR / "model_repository"
+#: Releases by key, and the conversion artifacts they are built from by conversion key (`tritonfleet release`).
+RELEASES_DIR = BUILD_DIR / "releases"
+CONVERSIONS_DIR = BUILD_DIR / "conversions"
+#: Which release each fleet serves: <fleet>.json, written when a deploy activates a release.
+DEPLOYED_DIR = BUILD_DIR / "deployed"

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
 from .util import atomic_directory
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ def make_random_model(output: Path, preset: str = "tiny", seed: int = 0) -> Path
     )
 
     if preset not in PRESETS:
-        raise ValueError(f"preset {preset!r}: choose one of {PRESETS}")
+        raise UsageError(f"preset {preset!r}: choose one of {PRESETS}")
     tokenizer = AutoTokenizer.from_pretrained(str(shipped_tokenizer_dir()))
     common: dict[str, Any] = {"num_labels": 3, "id2label": LABELS, "label2id": {v: k for k, v in LABELS.items()}}
     torch.manual_seed(seed)

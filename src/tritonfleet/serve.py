@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from .errors import TritonfleetError
 from .paths import BUILD_DIR
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def find_tritonserver() -> TritonInstall:
         return TritonInstall(Path(on_path), Path(os.environ.get("TRITON_BACKEND_DIR", "/opt/tritonserver/backends")))
     install = _pytriton_install()
     if install is None:
-        raise SystemExit("serve: no tritonserver found: use NVIDIA's image, or `pip install nvidia-pytriton==0.7.0`")
+        raise ServerError("no tritonserver found: use NVIDIA's image, or `pip install nvidia-pytriton==0.7.0`")
     return install
 
 
@@ -98,8 +99,8 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s.close()
 
 
-class ServerError(RuntimeError):
-    pass
+class ServerError(TritonfleetError):
+    """tritonserver could not be found, did not start, or did not become ready."""
 
 
 class TritonServer:

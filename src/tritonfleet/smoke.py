@@ -1,7 +1,8 @@
-"""`tritonfleet smoke-test`: prove a running server serves the converted model.
+"""`tritonfleet smoke-test`: prove a running server serves a release, model by model.
 
-Checks, in order: server live, server ready, every model of the repository ready, the ensemble's metadata,
-each golden text alone, all golden texts as one batch, and that an empty text is refused with INVALID_ARG.
+Checks, in order: server live, server ready; then for every model of the release (or the one model given with
+its golden file): each of its Triton models ready, the ensemble's metadata, each golden text alone, all golden
+texts as batches, and that an empty text is refused with INVALID_ARG; last, the server is still ready.
 Prints a table; `run_smoke_test` returns 0 when every check passed, 1 otherwise.
 """
 
@@ -16,6 +17,8 @@ from typing import TextIO
 from . import golden as g
 from . import layout
 from .client import ClientError, TextClient
+from .errors import TritonfleetError
+from .release import Release
 
 
 @dataclass
@@ -34,10 +37,10 @@ def _score_diff(got: list[float], want: list[float]) -> float:
     return max(abs(a - b) for a, b in zip(got, want, strict=True))
 
 
-def served_variant(client: TextClient) -> str:
-    """'int8' when the server's classifier runs the int8 export, else 'fp32': read from its loaded config
+def served_variant(client: TextClient, name: str = layout.DEFAULT_MODEL_NAME) -> str:
+    """'int8' when the classifier of model `name` runs the int8 export, else 'fp32': read from its loaded config
     (the python runner's `runner` parameter, or a native backend's default_model_filename)."""
-    cfg = client.model_config(layout.MODELS.classifier)
+    cfg = client.model_config(layout.model_names(name).classifier)
     model_file = cfg.get("default_model_filename", "")
     runner = cfg.get("parameters", {}).get("runner", {}).get("string_value")
     if runner:
@@ -45,24 +48,24 @@ def served_variant(client: TextClient) -> str:
     return "int8" if model_file == layout.ONNX_INT8_FILE else "fp32"
 
 
-def run_checks(client: TextClient, gold: g.GoldenFile, tolerance: float, variant: str | None) -> list[Check]:
-    """Every check against the server; `variant` None: compare with the variant the server says it serves."""
+def model_checks(client: TextClient, name: str, gold: g.GoldenFile, tolerance: float,
+                 variant: str | None, prefix: str = "") -> list[Check]:
+    """The checks of one model `name` against its golden file; `variant` None: the variant the server serves."""
     checks: list[Check] = []
 
-    def add(name: str, ok: bool, detail: str = "") -> bool:
-        checks.append(Check(name, ok, detail))
+    def add(check: str, ok: bool, detail: str = "") -> bool:
+        checks.append(Check(prefix + check, ok, detail))
         return ok
 
-    if not add("server live", client.live()) or not add("server ready", client.ready()):
-        return checks
-    for name in layout.MODELS.all():
-        add(f"model {name} ready", client.model_ready(name))
+    names = layout.model_names(name)
+    for triton_name in names.all():
+        add(f"model {triton_name} ready", client.model_ready(triton_name))
     if variant is None:
-        variant = served_variant(client)
+        variant = served_variant(client, name)
         if variant != "fp32" and not any(variant in e.variants for e in gold.entries):
             add("golden outputs", False, f"the server serves {variant}; the golden file has no {variant} outputs")
             return checks
-    md = client.metadata(layout.MODELS.ensemble)
+    md = client.metadata(names.ensemble)
     inputs = {i["name"]: i for i in md.get("inputs", [])}
     outputs = {o["name"]: o for o in md.get("outputs", [])}
     scores_shape = [int(d) for d in outputs.get(layout.SCORES, {}).get("shape", [])]
@@ -73,31 +76,46 @@ def run_checks(client: TextClient, gold: g.GoldenFile, tolerance: float, variant
     servable = [e for e in gold.entries if g.is_servable(e.text)]
     for entry in servable:
         want_label, want_scores = gold.expected(entry, variant)
-        got = client.predict([entry.text])[0]
+        got = client.predict([entry.text], name)[0]
         diff = _score_diff(got.scores, want_scores)
         add(f"single {_short(entry.text)!r}", got.label == want_label and diff <= tolerance,
             f"{got.label} (want {want_label}), max |score diff| {diff:.1e}")
     # One request per max_batch_size texts: the server refuses larger requests.
-    size = client.max_batch_size(layout.MODELS.ensemble) or len(servable)
-    batch = [p for i in range(0, len(servable), size) for p in client.predict([e.text for e in servable[i:i + size]])]
+    size = client.max_batch_size(names.ensemble) or len(servable)
+    batch = [p for i in range(0, len(servable), size)
+             for p in client.predict([e.text for e in servable[i:i + size]], name)]
     bad = [(e, p) for e, p in zip(servable, batch, strict=True)
            if p.label != gold.expected(e, variant)[0]
            or _score_diff(p.scores, gold.expected(e, variant)[1]) > tolerance]
     add(f"batch of {len(servable)} (requests of <= {size})", not bad,
         "all labels and scores match" if not bad else f"{len(bad)} differ, first {bad[0][0].text[:40]!r}")
     try:
-        client.predict([""])
+        client.predict([""], name)
         add("empty text refused", False, "the server answered an empty text")
     except ClientError as exc:
         add("empty text refused", "INVALID" in (exc.status or "") or "400" in (exc.status or ""),
             f"{exc.status}: {str(exc)[:60]}")
-    add("server ready after bad input", client.ready())
     return checks
 
 
-def print_table(checks: list[Check], url: str, protocol: str, out: TextIO) -> None:
+def run_checks(client: TextClient, targets: list[tuple[str, g.GoldenFile]], tolerance: float,
+               variant: str | None) -> list[Check]:
+    """Every check against the server, for every (model name, golden file) target."""
+    checks = [Check("server live", client.live(), "")]
+    if not checks[0].ok:
+        return checks
+    checks.append(Check("server ready", client.ready(), ""))
+    if not checks[-1].ok:
+        return checks
+    for name, gold in targets:
+        checks += model_checks(client, name, gold, tolerance, variant, f"{name}: " if len(targets) > 1 else "")
+    checks.append(Check("server ready after bad input", client.ready(), ""))
+    return checks
+
+
+def print_table(checks: list[Check], url: str, protocol: str, models: list[str], out: TextIO) -> None:
     w = max(len(c.name) for c in checks)
-    print(f"smoke test of {url} over {protocol}", file=out)
+    print(f"smoke test of {url} over {protocol}: {', '.join(models)}", file=out)
     print(f"{'check':<{w}}  result  detail", file=out)
     print(f"{'-' * w}  ------  ------", file=out)
     for c in checks:
@@ -106,22 +124,30 @@ def print_table(checks: list[Check], url: str, protocol: str, out: TextIO) -> No
     print(f"{len(checks) - failed}/{len(checks)} checks passed" + (f", {failed} FAILED" if failed else ""), file=out)
 
 
-def run_smoke_test(url: str, golden_file: Path, protocol: str = "grpc", timeout: float = 30.0,
+def targets_of(release: Path | None, golden_file: Path | None, model: str) -> list[tuple[str, g.GoldenFile]]:
+    """What to check: every model of the release at `release`, or `model` against `golden_file`."""
+    if release is not None:
+        rel = Release.open(release)
+        return [(m.name, g.GoldenFile.load(rel.golden_file(m.name))) for m in rel.models]
+    if golden_file is None:
+        raise ValueError("give a release or a golden file")
+    return [(model, g.GoldenFile.load(golden_file))]
+
+
+def run_smoke_test(url: str, golden_file: Path | None = None, protocol: str = "grpc", timeout: float = 30.0,
                    tolerance: float = 1e-3, variant: str | None = None, json_out: Path | None = None,
-                   out: TextIO | None = None) -> int:
+                   out: TextIO | None = None, release: Path | None = None,
+                   model: str = layout.DEFAULT_MODEL_NAME) -> int:
+    """Check the server at `url` against a release (every model) or one model's golden file; 0 when all pass."""
     out = out or sys.stdout
     try:
-        gold = g.GoldenFile.load(golden_file)
-    except ValueError as exc:
-        print(f"smoke-test: {exc}", file=sys.stderr)
-        return 1
-    try:
+        targets = targets_of(release, golden_file, model)
         client = TextClient(url, protocol, timeout)
-        checks = run_checks(client, gold, tolerance, variant)
-    except ClientError as exc:
+        checks = run_checks(client, targets, tolerance, variant)
+    except TritonfleetError as exc:
         print(f"smoke-test: {exc}", file=sys.stderr)
         return 1
-    print_table(checks, client.url, protocol, out)
+    print_table(checks, client.url, protocol, [name for name, _ in targets], out)
     if json_out:
         json_out.write_text(json.dumps([c.__dict__ for c in checks], indent=2) + "\n")
     client.close()

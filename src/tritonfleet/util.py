@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -13,31 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger("tritonfleet")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def tree_checksums(root: Path) -> dict[str, str]:
-    """sha256 of every file under root, keyed by its POSIX path relative to root, sorted."""
-    return {
-        p.relative_to(root).as_posix(): sha256_file(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and "__pycache__" not in p.parts
-    }
-
-
-def tree_checksum(root: Path) -> str:
-    """One sha256 for a whole directory tree (names and contents). Same as `tritonfleet checksum DIR`."""
-    h = hashlib.sha256()
-    for rel, digest in tree_checksums(root).items():
-        h.update(f"{digest}  {rel}\n".encode())
-    return h.hexdigest()
 
 
 @contextlib.contextmanager

@@ -13,21 +13,44 @@ from tritonclient.utils import InferenceServerException
 
 from tritonfleet import layout
 from tritonfleet.client import TextClient
-from tritonfleet.demo_data import ARTICLE_SENTENCES
+from tritonfleet.demo import TASKS
+from tritonfleet.demo.sentiment import ARTICLE_SENTENCES
 from tritonfleet.golden import GoldenEntry, GoldenFile
 from tritonfleet.smoke import run_smoke_test, served_variant
 
-from .conftest import MAX_BATCH
+from .conftest import MAX_BATCH, TOPIC
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
-def test_smoke_test_passes(server, demo_artifacts, protocol, capsys):
+def test_smoke_test_of_the_release_passes_for_both_models(server, release, protocol, capsys):
     url = server.grpc_url if protocol == "grpc" else server.http_url
-    assert run_smoke_test(url, demo_artifacts / layout.GOLDEN_FILE, protocol=protocol) == 0
+    assert run_smoke_test(url, protocol=protocol, release=release.path) == 0
     out = capsys.readouterr().out
     assert "FAIL" not in out and "checks passed" in out
+    for name in release.names():
+        assert f"{name}: single " in out and f"{name}: empty text refused" in out
+
+
+def test_two_models_answer_from_one_server_each_with_its_own_labels(server):
+    client = TextClient(server.grpc_url)
+    sentiment = client.predict(["I love you so much!"])[0]
+    topic = client.predict(["The team won the match in the last minute!"], TOPIC)[0]
+    assert (sentiment.label, len(sentiment.scores)) == ("positive", 3)
+    assert (topic.label, len(topic.scores)) == ("sports", 4)
+
+
+def test_the_topic_model_meets_its_quality_bar_when_served(server):
+    task = TASKS[TOPIC]
+    client = TextClient(server.grpc_url, model=TOPIC)
+    texts = [t for t, _ in task.held_out]
+    preds = [p for i in range(0, len(texts), MAX_BATCH) for p in client.predict(texts[i:i + MAX_BATCH])]
+    accuracy = sum(p.label == task.labels[want] for p, (_, want) in zip(preds, task.held_out, strict=True)) / len(texts)
+    print(f"served topic model: held-out accuracy {accuracy:.1%} on {len(texts)} texts")
+    assert accuracy >= task.min_accuracy
+    checks = dict(task.checks)
+    assert {t: p.label for t, p in zip(checks, client.predict(list(checks)), strict=True)} == checks
 
 
 def test_smoke_test_compares_an_int8_server_with_the_int8_golden_outputs(int8_server, server, demo_artifacts):
@@ -177,7 +200,7 @@ def test_bad_request_over_http_is_a_400(server):
 def test_demo_model_meets_its_quality_bar_when_served(server):
     """The embedded default model, measured through the server: >= 85% on >= 60 held-out texts (never trained
     on), and the article's three sentences right."""
-    from tritonfleet.demo_data import HELD_OUT, LABELS
+    from tritonfleet.demo.sentiment import HELD_OUT, LABELS
 
     assert len(HELD_OUT) >= 60
     client = TextClient(server.grpc_url)

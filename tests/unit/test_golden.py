@@ -9,6 +9,7 @@ import pytest
 
 from tritonfleet import golden as g
 from tritonfleet import layout
+from tritonfleet.errors import ReleaseError
 
 
 def test_golden_set_holds_the_required_kinds_of_text():
@@ -53,9 +54,9 @@ def test_golden_file_round_trips(gold, tmp_path):
 def test_malformed_golden_file_is_a_clear_error(tmp_path):
     bad = tmp_path / "golden.json"
     bad.write_text(json.dumps({"model": "x", "labels": []}))
-    with pytest.raises(ValueError, match="malformed"):
+    with pytest.raises(ReleaseError, match="malformed"):
         g.GoldenFile.load(bad)
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ReleaseError, match="does not exist"):
         g.GoldenFile.load(tmp_path / "missing.json")
 
 

@@ -9,20 +9,27 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonfleet import layout
-from tritonfleet.repo import BUILD_INFO_FILE, RepoOptions, build_repository, parse_config, render_configs
+from tritonfleet.errors import UsageError
+from tritonfleet.release import FORMATS, RELEASE_FILE, SERVE, ModelOptions
+from tritonfleet.repo import build_repository, parse_config, render_configs
 
 N = layout.MODELS
 DT = mc.DataType
+
+
+def options(**kw) -> ModelOptions:
+    """Options for the tiny artifacts, which hold every export format."""
+    return ModelOptions(formats=FORMATS, **kw)
 
 
 @pytest.fixture(scope="module", params=[("python", "onnx"), ("onnxruntime", "int8"), ("pytorch", "torchscript"),
                                         ("python", "torchscript")])
 def built(request, tiny_artifacts, tmp_path_factory):
     backend, fmt = request.param
-    opts = RepoOptions(backend=backend, runner_format=fmt, max_batch_size=32, preferred_batch_sizes=[8, 16],
-                       max_queue_delay_us=1500, instance_count=2, tokenizer_instance_count=3)
+    opts = options(backend=backend, format=fmt, max_batch_size=32, preferred_batch_sizes=(8, 16),
+                   max_queue_delay_us=1500, instance_count=2, tokenizer_instance_count=3)
     repo = tmp_path_factory.mktemp("repo") / backend
-    info = build_repository(tiny_artifacts, repo, opts)
+    info = build_repository([(N.ensemble, tiny_artifacts, opts)], repo)
     configs = {name: parse_config(layout.config_path(repo, name).read_text(), name) for name in N.all()}
     return repo, opts, info, configs
 
@@ -84,7 +91,7 @@ def test_classifier_batching_instances_and_warmup(built):
 def test_classifier_model_file_matches_backend(built):
     repo, opts, _, cfg = built
     files = {p.name for p in layout.version_dir(repo, N.classifier).iterdir()}
-    model_file = layout.FORMAT_FILES[opts.runner_format]
+    model_file = layout.FORMAT_FILES[opts.format]
     assert model_file in files
     if opts.backend == "python":
         assert "model.py" in files and cfg[N.classifier].default_model_filename == ""
@@ -101,19 +108,22 @@ def test_postprocess_labels_come_from_id2label(built):
     assert _io(c.output) == {layout.LABEL: (DT.TYPE_STRING, [1]), layout.SCORES: (DT.TYPE_FP32, [3])}
 
 
-def test_build_info_records_checksum_and_variant(built):
-    repo, opts, info, _ = built
-    saved = json.loads((repo / BUILD_INFO_FILE).read_text())
-    assert saved == info
-    assert saved["variant"] == ("int8" if opts.runner_format == "int8" else "fp32")
-    assert len(saved["checksum"]) == 64
+def test_release_json_records_the_options_and_variant(built, tiny_artifacts):
+    repo, opts, release, _ = built
+    saved = json.loads((repo / RELEASE_FILE).read_text())
+    (model,) = saved["models"]
+    # The serving options as given, the conversion options as the artifacts were converted.
+    assert {k: model["options"][k] for k in opts.stage(SERVE)} == opts.stage(SERVE)
+    converted = json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text())["options"]
+    assert {k: model["options"][k] for k in converted} == converted
+    assert model["variant"] == ("int8" if opts.format == "int8" else "fp32")
+    assert saved["key"] == release.key and len(release.id) == 64
 
 
 def test_gpu_tensorrt_fp16_config(tiny_artifacts):
     from tritonfleet.convert import load_manifest
 
-    opts = RepoOptions(backend="onnxruntime", runner_format="onnx", instance_kind="KIND_GPU", tensorrt=True,
-                       fp16=True)
+    opts = options(backend="onnxruntime", format="onnx", instance_kind="KIND_GPU", tensorrt=True, fp16=True)
     c = parse_config(render_configs(load_manifest(tiny_artifacts), opts)[N.classifier])
     assert c.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     (acc,) = c.optimization.execution_accelerators.gpu_execution_accelerator
@@ -121,41 +131,41 @@ def test_gpu_tensorrt_fp16_config(tiny_artifacts):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"backend": "pytorch", "runner_format": "onnx"}, "serves TorchScript"),
-    ({"backend": "onnxruntime", "runner_format": "torchscript"}, "serves ONNX"),
-    ({"backend": "tensorflow"}, "choose one of"),
-    ({"preferred_batch_sizes": [128]}, "preferred batch sizes"),
+    ({"backend": "pytorch", "format": "onnx"}, "serves TorchScript"),
+    ({"backend": "onnxruntime", "format": "torchscript"}, "serves ONNX"),
+    ({"backend": "tensorflow"}, "choose from"),
+    ({"preferred_batch_sizes": (128,)}, "preferred_batch_sizes"),
     ({"tensorrt": True}, "needs the onnxruntime backend on KIND_GPU"),
     ({"instance_count": 0}, "at least 1"),
     ({"sub_batch_size": -1}, "sub_batch_size"),
-    ({"runner_format": "int8", "sub_batch_size": 2}, "one row per run"),
-    ({"runner_format": "int8", "sub_batch_size": 0}, "depend on the texts batched with it"),
+    ({"format": "int8", "sub_batch_size": 2}, "one text per run"),
+    ({"format": "int8", "sub_batch_size": 0}, "depend on the texts batched with it"),
 ])
 def test_bad_options_are_refused_with_a_clear_message(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        RepoOptions(**kwargs).validate()
+    with pytest.raises(UsageError, match=message):
+        options(**kwargs).validate()
 
 
 @pytest.mark.parametrize("sub_batch_size", [0, 4])
 def test_python_runner_gets_its_sub_batch_size(tiny_artifacts, sub_batch_size):
     configs = render_configs(json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text()),
-                             RepoOptions(sub_batch_size=sub_batch_size, threads=2))
+                             options(sub_batch_size=sub_batch_size, threads=2))
     runner = json.loads(parse_config(configs[N.classifier]).parameters["runner"].string_value)
     assert (runner["sub_batch_size"], runner["threads"]) == (sub_batch_size, 2)
 
 
-@pytest.mark.parametrize(("runner_format", "explicit", "effective"),
+@pytest.mark.parametrize(("fmt", "explicit", "effective"),
                          [("onnx", None, 0), ("int8", None, 1), ("int8", 1, 1), ("torchscript", 3, 3)])
-def test_sub_batch_size_defaults_to_one_row_per_run_for_int8(tiny_artifacts, runner_format, explicit, effective):
+def test_sub_batch_size_defaults_to_one_row_per_run_for_int8(tiny_artifacts, fmt, explicit, effective):
     configs = render_configs(json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text()),
-                             RepoOptions(runner_format=runner_format, sub_batch_size=explicit))
+                             options(format=fmt, sub_batch_size=explicit))
     runner = json.loads(parse_config(configs[N.classifier]).parameters["runner"].string_value)
     assert runner["sub_batch_size"] == effective
 
 
 def test_python_runner_knows_the_vocabulary_size(tiny_artifacts):
     manifest = json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text())
-    runner = json.loads(parse_config(render_configs(manifest, RepoOptions())[N.classifier])
+    runner = json.loads(parse_config(render_configs(manifest, options())[N.classifier])
                         .parameters["runner"].string_value)
     assert runner["vocab_size"] == manifest["vocab_size"] > 1000
 
@@ -164,12 +174,12 @@ def test_failed_build_leaves_the_previous_repository(tiny_artifacts, tmp_path):
     """A build that fails half-way (here: the tokenizer file is missing, found only while copying) leaves the
     previous repository as it was and no scratch folder behind."""
     repo = tmp_path / "repo"
-    build_repository(tiny_artifacts, repo, RepoOptions())
+    build_repository([(N.ensemble, tiny_artifacts, options())], repo)
     before = {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
     broken = tmp_path / "broken-artifacts"
     shutil.copytree(tiny_artifacts, broken)
     (broken / layout.TOKENIZER_DIR / "tokenizer.json").unlink()
     with pytest.raises(FileNotFoundError, match="tokenizer.json"):
-        build_repository(broken, repo, RepoOptions(max_batch_size=4))
+        build_repository([(N.ensemble, broken, options(max_batch_size=4))], repo)
     assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken-artifacts", "repo"]
