@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tritonfleet.bench.runner import choose_candidate, evaluate_targets, summary
+import pytest
+
+from tritonfleet.bench.scoring import choose_candidate, evaluate_targets, summary
 
 
 def row(name: str, throughput: float, p99: float, errors: int = 0) -> dict:
@@ -47,3 +49,17 @@ def test_targets_are_judged_against_ds_overall_best_and_the_same_semantics_ratio
 def test_all_targets_met_is_all_pass():
     t = evaluate_targets(_setups(a=10, b=20, c=150, d=160, d_inv=150, p99=1200))
     assert t["all_pass"] is True
+
+
+def test_a_candidate_is_model_options_and_its_flags_come_from_them():
+    from tritonfleet.bench.setups import candidate_options, options_report
+    from tritonfleet.errors import UsageError
+    from tritonfleet.release import SERVE
+
+    opts = candidate_options("onnx", {"instance_count": 2, "threads": 1, "max_batch_size": 32, "sub_batch_size": 2})
+    assert (opts.format, opts.instance_count, opts.threads, opts.sub_batch_size) == ("onnx", 2, 1, 2)
+    assert options_report(opts)["build_repo"] == " ".join(opts.to_cli_args(SERVE))
+    # int8 runs one text per run whatever the candidate asks (dynamic quantization; see ModelOptions.validate)
+    assert candidate_options("int8", {"sub_batch_size": 4}).sub_batch_size == 1
+    with pytest.raises(UsageError, match="runner_format"):
+        candidate_options("onnx", {"runner_format": "onnx"})

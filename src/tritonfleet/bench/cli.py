@@ -6,10 +6,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..errors import UsageError
 from ..paths import BUILD_DIR
 
+if TYPE_CHECKING:
+    from .runner import BenchConfig
+
+#: --tiny: a tiny model, seconds per setup. Its C candidates are ModelOptions field names, as every candidate is.
 TINY = {"preset": "tiny", "users": 8, "duration": 3.0, "warmup": 1.0, "sweep": [1, 8], "sweep_duration": 2.0,
         "sweep_warmup": 0.5, "tune_duration": 2.0, "tune_warmup": 1.0, "offline_batch_sizes": [1, 8],
         "offline_sorted_batches": ["8x2"], "offline_parallel_plans": ["1", "8x2"], "offline_parallel_start_delay": 3.0,
@@ -57,7 +62,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return s
 
 
-def config_from_args(args: argparse.Namespace):  # -> BenchConfig
+def check_candidates(candidates: Any) -> None:
+    """Refuse setup C candidates that are not ModelOptions (unknown names, bad values) before any measurement."""
+    from .setups import candidate_options
+
+    if not isinstance(candidates, list) or not all(isinstance(c, dict) for c in candidates) or not candidates:
+        raise UsageError("--candidates: expected a non-empty JSON list of objects of ModelOptions field names")
+    for cand in candidates:
+        candidate_options("onnx", cand)
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
     from .runner import BenchConfig
 
     kw: dict[str, Any] = dict(TINY) if args.tiny else {}
@@ -72,6 +87,8 @@ def config_from_args(args: argparse.Namespace):  # -> BenchConfig
     kw["tune"] = not args.no_tune
     kw["int8"] = args.int8
     kw["gpu"] = args.gpu
+    if kw.get("candidates") is not None:
+        check_candidates(kw["candidates"])
     return BenchConfig(**kw)
 
 

@@ -96,6 +96,11 @@ def busy_cpu_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / _TICK
 
 
+def loadavg() -> float:
+    """The 1-minute load average, recorded with each measurement (MachineMonitor tells more; see there)."""
+    return round(os.getloadavg()[0], 2)
+
+
 class MachineMonitor:
     """How much CPU the rest of the machine (anything outside this process's tree) used during a measurement.
 
