@@ -1,4 +1,5 @@
-"""The model_conversion role converted files/model with the stand-in image into the controller's cache."""
+"""The model_conversion role built a release of two models with the stand-in image, fetched it into the
+controller's release cache, verified it there and published it as the fact model_conversion_release."""
 
 import json
 import os
@@ -6,59 +7,63 @@ from pathlib import Path
 
 import pytest
 
-CACHE = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "cache"
+from tritonfleet.release import Release, ReleaseSpec, release_key
+
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+RELEASES = EPHEMERAL / "releases"
+MODEL = Path(__file__).resolve().parents[1] / "files" / "model"
 
 
-def entry() -> Path:
-    keys = list(CACHE.glob("*/key.json"))
-    assert len(keys) == 1, keys
-    return keys[0].parent
+def release() -> Release:
+    (entry,) = [p for p in RELEASES.iterdir() if not p.name.startswith(".")]
+    return Release.open(entry)
 
 
-def test_cache_entry_is_named_by_its_key():
-    assert json.loads((entry() / "key.json").read_text())["key"] == entry().name
+def test_the_release_is_cached_under_the_key_of_the_models_and_options():
+    spec = ReleaseSpec.from_dict({"models": [{"name": "alpha", "model": str(MODEL)},
+                                             {"name": "beta", "model": str(MODEL), "options": {"max_batch_size": 4}}],
+                                  "options": {"formats": ["onnx"]}, "builder": "molecule/convert-stub:1"})
+    assert release().path.name == release_key(spec)
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [("backend", "python"), ("formats", ["onnx", "torchscript"]), ("max_batch_size", 4), ("instance_kind", "KIND_CPU")],
-)
-def test_cache_key_input(field, value):
-    assert json.loads((entry() / "key.json").read_text())["inputs"][field] == value
+def test_the_published_fact_is_the_cached_release():
+    published = json.loads((EPHEMERAL / "published.json").read_text())
+    assert (published["id"], published["path"]) == (release().id, str(release().path))
 
 
-def test_cache_key_names_the_local_model_by_checksum():
-    assert json.loads((entry() / "key.json").read_text())["inputs"]["model"].startswith("dir:")
+@pytest.mark.parametrize("name", ["alpha", "beta"])
+def test_each_model_is_in_the_release(name):
+    assert name in release().names()
+    assert (release().path / name / "golden.json").is_file()
 
 
-@pytest.mark.parametrize("name", ["golden.json", "manifest.json", "model_repository/sentiment/config.pbtxt"])
-def test_artifact_is_in_the_cache(name):
-    assert (entry() / name).is_file()
+@pytest.mark.parametrize("name", ["alpha", "beta"])
+def test_the_container_read_the_local_model_from_its_copy(name):
+    spec = json.loads((release().path / "spec.json").read_text())
+    assert {m["name"]: m["model"] for m in spec["models"]}[name] == f"/work/run/models/{name}"
 
 
-@pytest.mark.parametrize("model", ["sentiment", "sentiment_tokenizer", "sentiment_classifier", "sentiment_postprocess"])
-def test_repository_has_model(model):
-    assert (entry() / "model_repository" / model / "config.pbtxt").is_file()
+def test_the_container_got_each_models_options():
+    spec = json.loads((release().path / "spec.json").read_text())
+    assert spec["options"] == {"formats": ["onnx"]}
+    assert {m["name"]: m.get("options", {}) for m in spec["models"]} == {"alpha": {}, "beta": {"max_batch_size": 4}}
 
 
-@pytest.mark.parametrize(
-    "arg", ["--backend python", "--max-batch-size 4", "--instance-count 1", "--instance-kind KIND_CPU"]
-)
-def test_build_repo_got_argument(arg):
-    assert arg in (entry() / "model_repository" / "sentiment" / "config.pbtxt").read_text()
+@pytest.mark.parametrize("arg", ["--expect-key {key}", "--conversions /work/conversions", "--spec /work/run/spec.json"])
+def test_the_container_got_the_argument(arg):
+    assert arg.format(key=release().key) in (release().path / "argv.txt").read_text()
 
 
-def test_convert_got_the_formats():
-    assert "--formats onnx,torchscript" in json.loads((entry() / "manifest.json").read_text())["argv"]
+def test_no_staging_file_is_left_in_the_cache():
+    assert [p.name for p in RELEASES.iterdir() if p.name.startswith(".")] == []
 
 
-@pytest.mark.parametrize("pattern", [".staging-*", ".incoming-*"])
-def test_no_scratch_directory_is_left_in_the_cache(pattern):
-    assert not list(CACHE.glob(pattern))
+def test_the_conversion_cache_stays_on_the_host(host):
+    assert host.file("/var/lib/tritonfleet/convert/conversions/used-by-the-stand-in").exists
 
 
-def test_work_directory_is_removed_on_the_host(host):
-    assert host.check_output("ls -A /var/lib/tritonfleet/convert") == ""
+def test_the_build_directory_is_removed_on_the_host(host):
+    assert host.check_output("ls -A /var/lib/tritonfleet/convert") == "conversions"
 
 
 def test_no_conversion_container_is_left(host):

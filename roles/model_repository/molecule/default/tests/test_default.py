@@ -1,32 +1,25 @@
 """Facts about a host converged by the model_repository role: releases v1..v3 in prepare, v4 in converge."""
 
-import hashlib
+import json
 import os
 from pathlib import Path
 
 import pytest
 
+from tritonfleet.release import Release
+
 ROOT = "/opt/tritonfleet/model_repository"
-SOURCES = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "sources"
-CHECKSUM = (
-    "cd {} && find . -type f -not -path '*/__pycache__/*' -print0"
-    " | LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum | cut -d' ' -f1"
-)
+EPHEMERAL = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"])
+SOURCES = EPHEMERAL / "sources"
 
 
-def tree_checksum(path: Path) -> str:
-    """The role's checksum recipe, in Python: sha256 of the sorted `sha256  ./path` lines."""
-    lines = []
-    for file in path.rglob("*"):
-        if file.is_file() and "__pycache__" not in file.parts:
-            rel = "./" + file.relative_to(path).as_posix()
-            lines.append((rel.encode(), f"{hashlib.sha256(file.read_bytes()).hexdigest()}  {rel}\n"))
-    text = "".join(line for _, line in sorted(lines))
-    return hashlib.sha256(text.encode()).hexdigest()
+def release_id(version: int) -> str:
+    """The id of test release v<N> (sealed on the controller by tests/support/make_release.py)."""
+    return Release.open(SOURCES / f"v{version}").id
 
 
 def release(version: int) -> str:
-    return f"{ROOT}/releases/{tree_checksum(SOURCES / f'v{version}')}"
+    return f"{ROOT}/releases/{release_id(version)}"
 
 
 def test_current_is_a_symlink(host):
@@ -35,6 +28,10 @@ def test_current_is_a_symlink(host):
 
 def test_current_points_at_the_newest_release(host):
     assert host.file(f"{ROOT}/current").linked_to == release(4)
+
+
+def test_previous_points_at_the_release_served_before(host):
+    assert host.file(f"{ROOT}/previous").linked_to == release(3)
 
 
 @pytest.mark.parametrize("version", [3, 4])
@@ -51,11 +48,15 @@ def test_no_staging_directory_is_left(host):
     assert host.run(f"ls -A {ROOT} | grep -c '^.staging-'").stdout.strip() == "0"
 
 
-def test_current_checksum_matches_the_controller(host):
-    assert host.check_output(CHECKSUM.format(f"{ROOT}/current/")) == tree_checksum(SOURCES / "v4")
+def test_sha256sum_verifies_the_current_release(host):
+    assert host.run(f"cd {ROOT}/current && sha256sum --check --strict --quiet SHA256SUMS").rc == 0
 
 
-@pytest.mark.parametrize("path", ["sentiment/config.pbtxt", "sentiment_classifier/1/model.py"])
+def test_current_sha256sums_is_the_release_id(host):
+    assert host.file(f"{ROOT}/current/SHA256SUMS").sha256sum == release_id(4)
+
+
+@pytest.mark.parametrize("path", ["sentiment/config.pbtxt", "sentiment_classifier/1/model.py", "SHA256SUMS"])
 def test_release_file_is_world_readable(host, path):
     assert host.file(f"{ROOT}/current/{path}").mode == 0o644
 
@@ -68,3 +69,9 @@ def test_release_directory_is_world_readable(host, path):
 @pytest.mark.parametrize("path", ["sentiment/config.pbtxt", "sentiment/1"])
 def test_release_file_is_root_owned(host, path):
     assert host.file(f"{ROOT}/current/{path}").user == "root"
+
+
+def test_the_deploy_record_names_the_current_release(host):
+    record = json.loads((EPHEMERAL / "deployed.json").read_text())
+    (entries,) = record["hosts"].values()
+    assert [e["id"] for e in entries] == [release_id(v) for v in (4, 3, 2, 1)]

@@ -1,4 +1,4 @@
-"""The smoke_test role ran the (stand-in) CLI on the controller, once per endpoint, with the golden file."""
+"""The smoke_test role ran the (stand-in) CLI on the controller, once per endpoint, with the release."""
 
 import os
 from pathlib import Path
@@ -15,8 +15,8 @@ def calls() -> list[str]:
 @pytest.mark.parametrize(
     "call",
     [
-        f"grpc 192.0.2.10:8001 {EPHEMERAL}/golden.json",
-        f"http 192.0.2.10:8000 {EPHEMERAL}/golden.json",
+        f"grpc 192.0.2.10:8001 {EPHEMERAL}/release",
+        f"http 192.0.2.10:8000 {EPHEMERAL}/release",
     ],
 )
 def test_endpoint_was_smoke_tested_from_the_controller(call):

@@ -44,8 +44,8 @@ def test_endpoint_answers_200(host, path):
     assert host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8000{path}") == "200"
 
 
-def test_model_checksum_label_matches_current_release(host):
-    label = inspect(host)["Config"]["Labels"]["org.tritonfleet.model-checksum"]
+def test_release_id_label_matches_current_release(host):
+    label = inspect(host)["Config"]["Labels"]["org.tritonfleet.release-id"]
     assert host.file(f"{ROOT}/current").linked_to == f"{ROOT}/releases/{label}"
 
 
