@@ -15,7 +15,6 @@ DEBIAN_MIRROR=${TRITONFLEET_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBIAN_SECURITY_MIRROR=${TRITONFLEET_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 SUITE=bookworm
 PYTRITON_VERSION=${TRITONFLEET_PYTRITON_VERSION:-0.7.0}
-TRITON_VERSION=${TRITONFLEET_TRITON_VERSION:-2.51.0}   # the server version inside that pytriton wheel
 TORCH_VERSION=${TRITONFLEET_TORCH_VERSION:-2.13.0}     # a CPU wheel; an unpinned torch pulls GBs of CUDA packages
 PIP=${PIP:-.venv/bin/pip}
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -23,11 +22,12 @@ WORK=build/images
 LABEL=org.tritonfleet.inputs-sha256
 FORCE=${FORCE:-0}
 
-PROJECT_VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)
-SYSTEMD_IMAGE=tritonfleet/debian12-systemd:latest
-BASE_IMAGE=tritonfleet/debian12-base:latest
-TRITON_IMAGE=tritonfleet/tritonserver-cpu:${TRITON_VERSION}
-CONVERT_IMAGE=tritonfleet/convert:${PROJECT_VERSION}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+SYSTEMD_IMAGE=$(image debian12_systemd)
+BASE_IMAGE=$(image debian12_base)
+TRITON_IMAGE=$(image tritonserver_cpu)
+CONVERT_IMAGE=$(image convert)
 
 # Packages of the systemd image: what systemd as PID 1 and Ansible's modules (apt, systemd, user, ...) need.
 SYSTEMD_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,sudo,gnupg,curl,pciutils,kmod,less
@@ -40,7 +40,8 @@ DPKG_EXCLUDES=(--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude
 
 log() { printf '[build-images %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
-inputs_hash() { sha256sum | cut -c1-64; }
+# The key of the inputs on stdin, by the project's one key function (tritonfleet.release.content_key).
+inputs_hash() { "$PYTHON" -c 'import sys; from tritonfleet.release import content_key; print(content_key(sys.stdin.read()))'; }
 
 current_label() {
   docker image inspect --format "{{ index .Config.Labels \"$LABEL\" }}" "$1" 2>/dev/null || true
@@ -143,16 +144,24 @@ PY
   cp docker/tritonserver-cpu.Dockerfile docker/tritonserver-cpu.requirements.txt "$ctx/"
   log "docker build $TRITON_IMAGE"
   docker build --quiet -f "$ctx/tritonserver-cpu.Dockerfile" --build-arg "BASE=$BASE_IMAGE" \
-    --label "$LABEL=$hash" --label "org.tritonfleet.triton-version=$TRITON_VERSION" -t "$TRITON_IMAGE" "$ctx" >/dev/null
+    --label "$LABEL=$hash" --label "org.tritonfleet.triton-version=${TRITON_IMAGE##*:}" -t "$TRITON_IMAGE" "$ctx" >/dev/null
   rm -rf "$ctx"
   prune_build_stages build-tritonserver
   log "$TRITON_IMAGE built in $((SECONDS - start)) s ($(docker image inspect --format '{{.Size}}' "$TRITON_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
-project_files() {  # the project's files that go into the conversion image, NUL-separated and sorted
-  local paths=(pyproject.toml src model_repository)
-  [ -f README.md ] && paths+=(README.md)
-  find "${paths[@]}" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' ! -path '*.egg-info/*' -print0 | sort -z
+project_checksums() {  # the checksums of the project's files that go into the conversion image
+  "$PYTHON" - <<'PY'
+from pathlib import Path
+from tritonfleet.release import file_checksums, file_sha256
+for folder in ("src", "model_repository"):
+    for path, digest in file_checksums(Path(folder)).items():
+        if ".egg-info/" not in path:
+            print(digest, f"{folder}/{path}")
+for name in ("pyproject.toml", "README.md"):
+    if Path(name).is_file():
+        print(file_sha256(Path(name)), name)
+PY
 }
 
 build_convert() {
@@ -167,7 +176,7 @@ print("\n".join(project["dependencies"] + project["optional-dependencies"]["conv
 PY
 )
   hash=$( { printf '%s\n' "recipe=2" "$TORCH_VERSION" "$requirements" "$(image_id "$BASE_IMAGE")"; \
-    cat docker/conversion.Dockerfile; project_files | xargs -0 sha256sum; } | inputs_hash)
+    cat docker/conversion.Dockerfile; project_checksums; } | inputs_hash)
   if up_to_date "$CONVERT_IMAGE" "$hash"; then log "$CONVERT_IMAGE is up to date"; return; fi
   start=$SECONDS
   # The wheelhouse is kept between builds (build/images/wheelhouse-convert) and downloaded again only when the
@@ -192,7 +201,7 @@ PY
   log "docker build $CONVERT_IMAGE ($(du -sh "$ctx/wheels" | cut -f1) of wheels)"
   docker build --quiet -f "$ctx/conversion.Dockerfile" --build-arg "BASE=$BASE_IMAGE" \
     --build-arg "TORCH_REQUIREMENT=torch==$TORCH_VERSION" \
-    --label "$LABEL=$hash" -t "$CONVERT_IMAGE" -t tritonfleet/convert:latest "$ctx" >/dev/null
+    --label "$LABEL=$hash" -t "$CONVERT_IMAGE" "$ctx" >/dev/null
   rm -rf "$ctx"
   log "$CONVERT_IMAGE built in $((SECONDS - start)) s ($(docker image inspect --format '{{.Size}}' "$CONVERT_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 }

@@ -7,17 +7,21 @@
 #   scripts/fleet.sh status     one line per host: state, IP on the fleet network, systemd state
 #   scripts/fleet.sh ip HOST    the host's IP on the fleet network (what the smoke test connects to)
 #
-# Environment: TRITONFLEET_HOSTS (default "tf-server-1 tf-server-2 tf-convert-1"), TRITONFLEET_NETWORK
+# Environment: TRITONFLEET_HOSTS (default: every host of inventories/local), TRITONFLEET_NETWORK
 # (tritonfleet), TRITONFLEET_SUBNET (172.30.0.0/24), TRITONFLEET_GATEWAY (172.30.0.1), TRITONFLEET_REGISTRY=0 to
 # leave the registry alone. See docs/FLEET.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-read -r -a HOSTS <<<"${TRITONFLEET_HOSTS:-tf-server-1 tf-server-2 tf-convert-1}"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+# The hosts are the local inventory's (TRITONFLEET_INVENTORY, default inventories/local).
+read -r -a HOSTS <<<"${TRITONFLEET_HOSTS:-$(inventory_hosts all | tr '\n' ' ')}"
+[ "${#HOSTS[@]}" -gt 0 ] || { echo "fleet: no hosts in $TRITONFLEET_INVENTORY (is .venv set up?)" >&2; exit 1; }
 NETWORK=${TRITONFLEET_NETWORK:-tritonfleet}
 SUBNET=${TRITONFLEET_SUBNET:-172.30.0.0/24}
 GATEWAY=${TRITONFLEET_GATEWAY:-172.30.0.1}
-IMAGE=tritonfleet/debian12-systemd:latest
+IMAGE=$(image debian12_systemd)
 REGISTRY=${TRITONFLEET_REGISTRY:-1}
 
 # What systemd as PID 1 and Docker-in-Docker need here. Not --privileged and not --cap-add ALL: both fail on the

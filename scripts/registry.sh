@@ -20,8 +20,9 @@ PORT=${TRITONFLEET_REGISTRY_PORT:-5000}
 ADDRESS="$GATEWAY:$PORT"
 DIR=$(pwd)/build/registry
 PIDFILE=$DIR/registry.pid
-PROJECT_VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)
-DEFAULT_IMAGES=(tritonfleet/tritonserver-cpu:2.51.0 "tritonfleet/convert:$PROJECT_VERSION")
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+DEFAULT_IMAGES=("$(image tritonserver_cpu)" "$(image convert)")
 
 log() { printf '[registry %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 

@@ -11,6 +11,11 @@ ROOT=$(pwd)
 export PATH="$ROOT/.venv/bin:$PATH"
 # Plain logs in CI; molecule and ansible colour their output otherwise.
 export NO_COLOR=1 PY_COLORS=0 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+# The Molecule platform's image (.config/molecule/config.yml reads it from the environment).
+DEBIAN12_SYSTEMD_IMAGE=$(image debian12_systemd)
+export DEBIAN12_SYSTEMD_IMAGE
 
 timings=()
 step() {  # NAME COMMAND...: run, time, remember

@@ -2,8 +2,9 @@
 # The deployment tests (called by scripts/test.sh):
 #   1. scripts/deploy-local.sh: images, fleet, site.yml (first run);
 #   2. testinfra on the deployed fleet (tests/infra, --hosts=ansible://triton_servers, inventories/local);
-#   3. tests/deploy: a second site.yml run changes nothing, --check --diff reports nothing, bad input
-#      (missing variable, bad port, unreachable host), a smoke-test mismatch stops the rollout.
+#   3. tests/deploy: a second site.yml run changes nothing, --check --diff reports nothing, an earlier release
+#      deployed again is what the record, testinfra and the smoke tests check, bad input (missing variable, bad port,
+#      unreachable host), a smoke-test mismatch stops the rollout, a host that dies mid-deploy.
 # Logs: build/test-deploy/. SKIP_DEPLOY=1 skips step 1 (the fleet is already deployed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,13 +25,13 @@ fi
 
 start=$SECONDS
 log "testinfra on the deployed fleet"
-pytest -p no:cacheprovider tests/infra -v --hosts='ansible://triton_servers' \
+pytest -p no:cacheprovider -m deploy tests/infra -v --hosts='ansible://triton_servers' \
   --ansible-inventory=inventories/local --junitxml=build/test-deploy/infra.xml
 timings+=("tests/infra: $((SECONDS - start)) s")
 
 start=$SECONDS
 log "playbook tests (idempotence, check mode, bad input, failed rollout)"
-pytest -p no:cacheprovider tests/deploy -v -s --junitxml=build/test-deploy/deploy.xml
+pytest -p no:cacheprovider -m deploy tests/deploy -v -s --junitxml=build/test-deploy/deploy.xml
 timings+=("tests/deploy: $((SECONDS - start)) s")
 
 log "all deployment tests passed in $((SECONDS - total)) s"

@@ -30,12 +30,14 @@ run_stage() {
 for stage in "${stages[@]}"; do
   case "$stage" in
     lint) run_stage lint ruff check . ;;
-    unit) run_stage unit python -m pytest tests/unit -q -p no:cacheprovider --junitxml=build/test-results/unit.xml ;;
-    integration) run_stage integration python -m pytest tests/integration -q -p no:cacheprovider \
+    unit) run_stage unit python -m pytest -m unit tests/unit -q -p no:cacheprovider \
+            --junitxml=build/test-results/unit.xml ;;
+    integration) run_stage integration python -m pytest -m integration tests/integration -q -p no:cacheprovider \
                    --junitxml=build/test-results/integration.xml ;;
     ansible) run_stage ansible scripts/test-ansible.sh ;;
     deploy) run_stage deploy scripts/test-deploy.sh ;;
-    bench) run_stage bench python -m pytest tests/bench -q -p no:cacheprovider --junitxml=build/test-results/bench.xml ;;
+    bench) run_stage bench python -m pytest -m bench tests/bench -q -p no:cacheprovider \
+             --junitxml=build/test-results/bench.xml ;;
     *) echo "test.sh: unknown stage '$stage' (stages: ${ALL_STAGES[*]})" >&2; exit 2 ;;
   esac
 done

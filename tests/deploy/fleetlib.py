@@ -5,6 +5,7 @@ The fleet must be deployed (scripts/deploy-local.sh) before these tests run; scr
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -16,9 +17,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 INVENTORY = ROOT / "inventories" / "local"
-SERVERS = ["tf-server-1", "tf-server-2"]
-CONVERSION_HOST = "tf-convert-1"
 LOG_DIR = ROOT / "build" / "test-deploy"
+#: Which release each host of the local fleet serves, written by the deploy (tritonfleet release record).
+RECORD = ROOT / "build" / "deployed" / "local.json"
+
+
+def inventory_group(group: str) -> list[str]:
+    """The hosts of `group` in the local inventory (the one place that names them)."""
+    out = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(INVENTORY), "--list"], check=True,
+                         capture_output=True, text=True).stdout
+    data = json.loads(out)
+
+    def hosts(name: str) -> list[str]:
+        entry = data.get(name, {})
+        return entry.get("hosts", []) + [h for child in entry.get("children", []) for h in hosts(child)]
+
+    return list(dict.fromkeys(hosts(group)))
+
+
+SERVERS = inventory_group("triton_servers")
+CONVERSION_HOST = inventory_group("conversion_hosts")[0]
 
 RECAP_LINE = re.compile(
     r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
@@ -86,11 +104,13 @@ def ansible_playbook(playbook: str, *args: str, inventory: list[Path] | None = N
     return run
 
 
-def smoke_test(host: str, golden: Path) -> subprocess.CompletedProcess[str]:
-    """`tritonfleet smoke-test` against one fleet host's gRPC port, from the controller."""
+def smoke_test(host: str, release: Path) -> subprocess.CompletedProcess[str]:
+    """`tritonfleet smoke-test` of every model of `release` against one fleet host's gRPC port, from the
+    controller."""
     return subprocess.run(
-        [str(VENV_BIN / "tritonfleet"), "smoke-test", "--url", f"{host_address(host)}:8001", "--golden", str(golden)],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "no_proxy": "*", "NO_PROXY": "*"},
+        [str(VENV_BIN / "tritonfleet"), "smoke-test", "--url", f"{host_address(host)}:8001", "--release",
+         str(release)],
+        capture_output=True, text=True, env=playbook_env() | {"no_proxy": "*", "NO_PROXY": "*"},
     )
 
 

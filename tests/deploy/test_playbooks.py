@@ -1,13 +1,16 @@
-"""ansible-playbook against the deployed local fleet: idempotence, check mode, bad input, a failed rollout.
+"""ansible-playbook against the deployed local fleet: idempotence, check mode, going back to an earlier release,
+bad input, a failed rollout.
 
-Order matters (pytest runs the file top to bottom): the converged-fleet tests first, then the failed rollout and
-the run that converges the fleet again, last the host that dies mid-deploy (which brings it back and converges).
+Order matters (pytest runs the file top to bottom): the converged-fleet tests first, then the release that is
+replaced and deployed again, the failed rollout and the run that converges the fleet again, last the host that
+dies mid-deploy (which brings it back and converges).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -18,6 +21,7 @@ import yaml
 from fleetlib import (
     CONVERSION_HOST,
     INVENTORY,
+    RECORD,
     ROOT,
     SERVERS,
     PlaybookRun,
@@ -29,6 +33,8 @@ from fleetlib import (
     save_log,
     smoke_test,
 )
+
+from tritonfleet.release import Release, deployed, write_sums
 
 
 def ready(host: str) -> int:
@@ -44,10 +50,18 @@ def triton_container(host: str) -> dict:
     return json.loads(fleet_docker(host, "inspect", "tritonserver"))[0]
 
 
-def golden_file() -> Path:
-    keys = sorted((ROOT / "build" / "fleet").glob("*/key.json"), key=lambda p: p.stat().st_mtime)
-    assert keys, "no converted model in build/fleet"
-    return keys[-1].parent / "golden.json"
+def fleet_release() -> Release:
+    """The release the deploy record says the whole fleet serves."""
+    return deployed(RECORD)
+
+
+def current_release_id(host: str) -> str:
+    """The id of the release a host's `current` link names."""
+    return Path(fleet_docker_exec(host, "readlink", "/opt/tritonfleet/model_repository/current")).name
+
+
+def fleet_docker_exec(host: str, *args: str) -> str:
+    return subprocess.run(["docker", "exec", host, *args], check=True, capture_output=True, text=True).stdout.strip()
 
 
 # --- a converged fleet -------------------------------------------------------------------------------------
@@ -69,6 +83,46 @@ def test_check_diff_on_converged_fleet_reports_no_changes():
     assert changed == {}, f"--check --diff reports changes: {changed}"
 
 
+# --- a release replaced, then deployed again ----------------------------------------------------------------
+
+
+def test_redeploying_an_earlier_release_serves_and_checks_that_release():
+    """Release X (the inventory's), then Y (another max_batch_size: a new release from the cached conversions),
+    then X again. The deploy record, each host's `current` link, testinfra and the printed smoke tests all name X.
+    (Before the release contract the newest files on the controller were taken for "the deployed release": after
+    this sequence 6 testinfra checks compared the fleet with Y.)"""
+    x = fleet_release()
+    y_run = ansible_playbook("convert.yml", "-e", json.dumps({"model_conversion_options": {"max_batch_size": 16}}),
+                             log_name="revert-1-convert-y")
+    assert y_run.returncode == 0, y_run.output[-3000:]
+    run = ansible_playbook("deploy.yml", "-e", json.dumps({"model_conversion_options": {"max_batch_size": 16}}),
+                           log_name="revert-2-deploy-y")
+    assert run.returncode == 0, run.output[-3000:]
+    y = fleet_release()
+    assert y.key != x.key and y.id != x.id
+    assert {m.options["max_batch_size"] for m in y.models} == {16}
+    assert {host: current_release_id(host) for host in SERVERS} == dict.fromkeys(SERVERS, y.id)
+
+    run = ansible_playbook("deploy.yml", log_name="revert-3-deploy-x-again")
+    assert run.returncode == 0, run.output[-3000:]
+    assert fleet_release().id == x.id
+    assert {host: deployed(RECORD, host).id for host in SERVERS} == dict.fromkeys(SERVERS, x.id)
+    assert {host: current_release_id(host) for host in SERVERS} == dict.fromkeys(SERVERS, x.id)
+    # The y release's files are the newest on the controller: nothing may take them for what is served.
+    assert y.path.stat().st_mtime >= x.path.stat().st_mtime
+
+    infra = subprocess.run([str(ROOT / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider", "-q", "-m", "deploy",
+                            "tests/infra",
+                            "--hosts=ansible://triton_servers", f"--ansible-inventory={INVENTORY}"],
+                           cwd=ROOT, capture_output=True, text=True, env=playbook_env())
+    assert infra.returncode == 0, infra.stdout[-3000:]
+    printed = subprocess.run([str(ROOT / "scripts" / "smoke-fleet.sh")], cwd=ROOT, capture_output=True, text=True,
+                             env=playbook_env())
+    assert printed.returncode == 0, printed.stdout[-3000:] + printed.stderr[-2000:]
+    assert printed.stdout.count(f"release {x.id[:12]} ===") == len(SERVERS) + 1, printed.stdout[-2000:]
+    assert y.id[:12] not in printed.stdout
+
+
 # --- bad input ---------------------------------------------------------------------------------------------
 
 
@@ -82,7 +136,7 @@ def inventory_copy(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     ("group_file", "variable"),
-    [("triton_servers", "triton_server_image"), ("load_balancers", "load_balancer_grpc_port")],
+    [("triton_servers", "triton_server_image_source"), ("load_balancers", "load_balancer_grpc_port")],
 )
 def test_missing_variable_fails_validation_naming_it_and_the_host(inventory_copy: Path, group_file, variable):
     path = inventory_copy / "group_vars" / f"{group_file}.yml"
@@ -128,18 +182,21 @@ def test_unreachable_host_is_reported_by_name(tmp_path: Path):
 def test_smoke_test_mismatch_stops_the_rollout(tmp_path: Path):
     """A change is rolled out with a golden file the new deployment does not match: the first host fails its
     smoke test, the second host is not touched and keeps serving."""
-    golden = json.loads(golden_file().read_text())
-    labels = golden["labels"]
+    release = fleet_release()
+    wrong = tmp_path / "wrong-golden"  # the release, with every golden label changed and its SHA256SUMS redone
+    shutil.copytree(release.path, wrong)
+    golden_path = wrong / release.models[0].golden
+    golden = json.loads(golden_path.read_text())
     for entry in golden["entries"]:
-        entry["label"] = next(label for label in labels if label != entry["label"])
-    bad_golden = tmp_path / "golden-mismatch.json"
-    bad_golden.write_text(json.dumps(golden))
+        entry["label"] = next(label for label in golden["labels"] if label != entry["label"])
+    golden_path.write_text(json.dumps(golden))
+    write_sums(wrong)
 
     before = {host: triton_container(host) for host in SERVERS}
     run = ansible_playbook(
         "deploy.yml",
         "-e",
-        f"smoke_test_golden_file={bad_golden}",
+        json.dumps({"smoke_test_release": {"path": str(wrong)}}),
         "-e",
         "triton_server_log_verbose=1",
         log_name="smoke-test-mismatch",
@@ -159,7 +216,7 @@ def test_smoke_test_mismatch_stops_the_rollout(tmp_path: Path):
     assert "--log-verbose=1" not in after["Args"]
     # ... and keeps serving.
     assert ready(SERVERS[1]) == 200
-    smoke = smoke_test(SERVERS[1], golden_file())
+    smoke = smoke_test(SERVERS[1], release.path)
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
 
 
@@ -217,7 +274,7 @@ def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
         # The first host finished its rollout (with the change) and keeps serving.
         assert "--log-verbose=1" in triton_container(SERVERS[0])["Args"]
         assert ready(SERVERS[0]) == 200
-        smoke = smoke_test(SERVERS[0], golden_file())
+        smoke = smoke_test(SERVERS[0], fleet_release().path)
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     finally:
         # Bring the host back whatever happened above, so the fleet is left converged.
@@ -228,5 +285,5 @@ def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
     for host in SERVERS:
         assert ready(host) == 200, host
         assert "--log-verbose=1" not in triton_container(host)["Args"], host
-        smoke = smoke_test(host, golden_file())
+        smoke = smoke_test(host, fleet_release().path)
         assert smoke.returncode == 0, f"{host}: {smoke.stdout}{smoke.stderr}"

@@ -2,48 +2,31 @@
 
 Run (scripts/test-deploy.sh does) from the repository root against the server group of the local inventory:
 
-    .venv/bin/pytest tests/infra --hosts='ansible://triton_servers' \
-        --ansible-inventory=inventories/local --connection=ansible
+    .venv/bin/pytest tests/infra --hosts='ansible://triton_servers' --ansible-inventory=inventories/local
 
-The controller-side facts (the repository checksum in the controller's cache, the server's address for the
-HTTP probe) come from the same inventory.
+What each host should serve comes from the fleet's deploy record (build/deployed/local.json), written by the deploy
+when it activated the release on that host: never guessed from the controller's files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from tritonfleet.release import Release, deployed
+
 ROOT = Path(__file__).resolve().parents[2]
-CACHE = Path(os.environ.get("TRITONFLEET_FLEET_CACHE", ROOT / "build" / "fleet"))
+RECORD = Path(os.environ.get("TRITONFLEET_DEPLOY_RECORD", ROOT / "build" / "deployed" / "local.json"))
 
 
-def tree_checksum(path: Path) -> str:
-    """The model_repository role's checksum recipe: sha256 of the sorted `sha256  ./path` lines."""
-    lines = []
-    for file in path.rglob("*"):
-        if file.is_file() and "__pycache__" not in file.parts:
-            rel = "./" + file.relative_to(path).as_posix()
-            lines.append((rel.encode(), f"{hashlib.sha256(file.read_bytes()).hexdigest()}  {rel}\n"))
-    return hashlib.sha256("".join(line for _, line in sorted(lines)).encode()).hexdigest()
-
-
-@pytest.fixture(scope="session")
-def controller_repository() -> Path:
-    """The most recently converted model repository in the controller's cache (what site.yml deployed)."""
-    keys = sorted(CACHE.glob("*/key.json"), key=lambda p: p.stat().st_mtime)
-    if not keys:
-        pytest.fail(f"no converted model in {CACHE}: run scripts/deploy-local.sh first")
-    return keys[-1].parent / "model_repository"
-
-
-@pytest.fixture(scope="session")
-def controller_checksum(controller_repository: Path) -> str:
-    return tree_checksum(controller_repository)
+@pytest.fixture
+def release(host) -> Release:
+    """The release the deploy record says this host serves (opened and verified on the controller)."""
+    name = host.backend.get_hostname()
+    return deployed(RECORD, name)
 
 
 @pytest.fixture

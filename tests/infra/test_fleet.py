@@ -6,12 +6,10 @@ import urllib.request
 
 import pytest
 
+from tritonfleet import layout
+
 REPO_ROOT = "/opt/tritonfleet/model_repository"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
-CHECKSUM = (
-    "cd {}/ && find . -type f -not -path '*/__pycache__/*' -print0"
-    " | LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum | cut -d' ' -f1"
-)
 
 
 @pytest.mark.parametrize("service", ["docker"])
@@ -52,22 +50,33 @@ def test_current_release_is_a_symlink(host):
     assert host.file(f"{REPO_ROOT}/current").is_symlink
 
 
-def test_repository_checksum_matches_controller(host, controller_checksum):
-    assert host.check_output(CHECKSUM.format(f"{REPO_ROOT}/current")) == controller_checksum
+def test_current_release_is_the_recorded_one(host, release):
+    assert host.file(f"{REPO_ROOT}/current").linked_to == f"{REPO_ROOT}/releases/{release.id}"
 
 
-def test_current_release_is_named_by_its_checksum(host, controller_checksum):
-    assert host.file(f"{REPO_ROOT}/current").linked_to == f"{REPO_ROOT}/releases/{controller_checksum}"
+def test_sha256sum_verifies_the_served_release(host):
+    assert host.run(f"cd {REPO_ROOT}/current && sha256sum --check --strict --quiet SHA256SUMS").rc == 0
 
 
-def test_container_label_names_the_served_model(triton, controller_checksum):
-    assert triton["Config"]["Labels"]["org.tritonfleet.model-checksum"] == controller_checksum
+def test_served_sha256sums_is_the_recorded_releases(host, release):
+    assert host.file(f"{REPO_ROOT}/current/SHA256SUMS").sha256sum == release.id
 
 
-@pytest.mark.parametrize("path", ["/v2/health/ready", "/v2/health/live", "/v2/models/sentiment/ready"])
+def test_container_label_names_the_recorded_release(triton, release):
+    assert triton["Config"]["Labels"]["org.tritonfleet.release-id"] == release.id
+
+
+@pytest.mark.parametrize("path", ["/v2/health/ready", "/v2/health/live"])
 def test_endpoint_returns_200_on_the_host(host, path):
     code = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8000{path}")
     assert code == "200"
+
+
+def test_every_triton_model_of_the_release_is_ready(host, release):
+    names = [n for m in release.models for n in layout.model_names(m.name).all()]
+    codes = {n: host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8000/v2/models/{n}/ready")
+             for n in names}
+    assert codes == dict.fromkeys(names, "200")
 
 
 def test_health_ready_returns_200_from_the_controller(host):

@@ -1,0 +1,23 @@
+# shellcheck shell=bash
+# Sourced by the scripts: what they share, read from the one place that defines it.
+#   image NAME           an image of docker/images.yml (debian12_systemd, debian12_base, tritonserver_cpu, convert)
+#   inventory_hosts PAT  the hosts of the local inventory that match PAT (a group, "all", ...), one per line
+#   fleet_address HOST   a fleet host's address on the fleet network (what the controller connects to)
+# Run from the project root.
+
+TRITONFLEET_INVENTORY=${TRITONFLEET_INVENTORY:-inventories/local}
+
+image() {
+  local value
+  value=$(sed -n "s/^$1: *//p" docker/images.yml)
+  [ -n "$value" ] || { echo "docker/images.yml names no image '$1'" >&2; return 1; }
+  printf '%s\n' "$value"
+}
+
+inventory_hosts() {
+  .venv/bin/ansible -i "$TRITONFLEET_INVENTORY" "$1" --list-hosts 2>/dev/null | tail -n +2 | awk '{print $1}'
+}
+
+fleet_address() {
+  docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$1" | awk '{print $1}'
+}

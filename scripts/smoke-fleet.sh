@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The smoke test of the local fleet, printed: every server and every load balancer of inventories/local, over gRPC,
+# against the release the fleet's deploy record (build/deployed/local.json) says it serves. Exit 1 when a check
+# fails. scripts/deploy-local.sh ends with it; the deploy tests run it after a rollback to an earlier release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+export no_proxy="*" NO_PROXY="*"
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+RECORD=${TRITONFLEET_DEPLOY_RECORD:-build/deployed/local.json}
+
+status=0
+smoke() {  # NAME ADDRESS [--host HOST]: the release the record names for HOST (default: the whole fleet)
+  local name=$1 address=$2 release id
+  shift 2
+  release=$(tritonfleet release deployed "$RECORD" "$@" --field path)
+  id=$(tritonfleet release deployed "$RECORD" "$@" --field id)
+  echo
+  echo "=== smoke test: $name ($address:8001, gRPC), release ${id:0:12} ==="
+  tritonfleet smoke-test --url "$address:8001" --protocol grpc --release "$release" || status=1
+}
+for host in $(inventory_hosts triton_servers); do smoke "$host" "$(fleet_address "$host")" --host "$host"; done
+for host in $(inventory_hosts load_balancers); do smoke "load balancer on $host" "$(fleet_address "$host")"; done
+exit $status
