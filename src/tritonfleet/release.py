@@ -456,7 +456,8 @@ class ReleaseSpec:
 # --- keys ---------------------------------------------------------------------------------------------------
 
 #: The code that makes each stage's files: a change to it changes that stage's keys (no stale cache hit after an
-#: upgrade, and a builder running other code than its caller is caught by `build(expect_key=...)`).
+#: upgrade, and a builder running other code than its caller is caught by `build(expect_key=...)`). Serving also
+#: covers the repository templates (`*.j2`, `*.py` under TEMPLATE_DIR).
 _STAGE_CODE = {CONVERT: ("convert.py", "adapter.py", "golden.py"), SERVE: ("repo.py", "release.py")}
 
 
@@ -466,8 +467,9 @@ def code_identity(stage: str) -> str:
 
     here = Path(__file__).parent
     files = {name: file_sha256(here / name) for name in _STAGE_CODE[stage]}
-    if stage == SERVE:
-        files.update({f"templates/{k}": v for k, v in file_checksums(TEMPLATE_DIR).items()})
+    if stage == SERVE:  # the templates and python models the repository is rendered from (not their README)
+        files.update({f"templates/{k}": v for k, v in file_checksums(TEMPLATE_DIR).items()
+                      if k.endswith((".j2", ".py"))})
     return f"{__version__}+{content_key(files)}"
 
 
