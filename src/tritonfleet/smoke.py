@@ -55,10 +55,21 @@ def refused(status: str | None) -> bool:
     return status is not None and ("403" in status or "PERMISSION_DENIED" in status)
 
 
-def model_checks(client: TextClient, name: str, gold: g.GoldenFile, tolerance: float,
-                 variant: str | None, prefix: str = "", public: bool = False) -> list[Check]:
-    """The checks of one model `name` against its golden file; `variant` None: the variant the server serves.
+@dataclass
+class Target:
+    """A model to check: its golden file and, from a release, what it serves (else the server is asked)."""
+
+    name: str
+    gold: g.GoldenFile
+    variant: str | None = None
+    max_batch_size: int | None = None
+
+
+def model_checks(client: TextClient, target: Target, tolerance: float, variant: str | None, prefix: str = "",
+                 public: bool = False) -> list[Check]:
+    """The checks of one model against its golden file; `variant` None: the variant the server serves.
     `public`: through a load balancer, where the internal steps must be refused."""
+    name, gold = target.name, target.gold
     checks: list[Check] = []
 
     def add(check: str, ok: bool, detail: str = "") -> bool:
@@ -71,8 +82,8 @@ def model_checks(client: TextClient, name: str, gold: g.GoldenFile, tolerance: f
         if not public:
             add(f"model {triton_name} ready", client.model_ready(triton_name))
             continue
-        try:
-            client.model_ready(triton_name)
+        try:  # metadata, not readiness: the HTTP client reports a refused readiness call as "not ready"
+            client.metadata(triton_name)
             add(f"step {triton_name} refused", False, "the internal step answers through the load balancer")
         except ClientError as exc:
             add(f"step {triton_name} refused", refused(exc.status), f"{exc.status}")
@@ -97,7 +108,7 @@ def model_checks(client: TextClient, name: str, gold: g.GoldenFile, tolerance: f
         add(f"single {_short(entry.text)!r}", got.label == want_label and diff <= tolerance,
             f"{got.label} (want {want_label}), max |score diff| {diff:.1e}")
     # One request per max_batch_size texts: the server refuses larger requests.
-    size = client.max_batch_size(names.ensemble) or len(servable)
+    size = target.max_batch_size or client.max_batch_size(names.ensemble) or len(servable)
     batch = [p for i in range(0, len(servable), size)
              for p in client.predict([e.text for e in servable[i:i + size]], name)]
     bad = [(e, p) for e, p in zip(servable, batch, strict=True)
@@ -114,18 +125,18 @@ def model_checks(client: TextClient, name: str, gold: g.GoldenFile, tolerance: f
     return checks
 
 
-def run_checks(client: TextClient, targets: list[tuple[str, g.GoldenFile, str | None]], tolerance: float,
-               variant: str | None, public: bool = False) -> list[Check]:
-    """Every check against the server, for every (model name, golden file, variant it serves) target."""
+def run_checks(client: TextClient, targets: list[Target], tolerance: float, variant: str | None,
+               public: bool = False) -> list[Check]:
+    """Every check against the server, for every target."""
     checks = [Check("server live", client.live(), "")]
     if not checks[0].ok:
         return checks
     checks.append(Check("server ready", client.ready(), ""))
     if not checks[-1].ok:
         return checks
-    for name, gold, served in targets:
-        checks += model_checks(client, name, gold, tolerance, variant or served,
-                               f"{name}: " if len(targets) > 1 else "", public)
+    for target in targets:
+        checks += model_checks(client, target, tolerance, variant or target.variant,
+                               f"{target.name}: " if len(targets) > 1 else "", public)
     checks.append(Check("server ready after bad input", client.ready(), ""))
     return checks
 
@@ -141,16 +152,16 @@ def print_table(checks: list[Check], url: str, protocol: str, models: list[str],
     print(f"{len(checks) - failed}/{len(checks)} checks passed" + (f", {failed} FAILED" if failed else ""), file=out)
 
 
-def targets_of(release: Path | None, golden_file: Path | None,
-               model: str) -> list[tuple[str, g.GoldenFile, str | None]]:
-    """What to check: every model of the release at `release` (with the variant the release says it serves), or
-    `model` against `golden_file` (the variant is then read from the server)."""
+def targets_of(release: Path | None, golden_file: Path | None, model: str) -> list[Target]:
+    """What to check: every model of the release at `release` (with the variant and batch size the release says it
+    serves), or `model` against `golden_file` (those are then read from the server)."""
     if release is not None:
         rel = Release.open(release)
-        return [(m.name, g.GoldenFile.load(rel.golden_file(m.name)), m.variant) for m in rel.models]
+        return [Target(m.name, g.GoldenFile.load(rel.golden_file(m.name)), m.variant, m.options.get("max_batch_size"))
+                for m in rel.models]
     if golden_file is None:
         raise ValueError("give a release or a golden file")
-    return [(model, g.GoldenFile.load(golden_file), None)]
+    return [Target(model, g.GoldenFile.load(golden_file))]
 
 
 def run_smoke_test(url: str, golden_file: Path | None = None, protocol: str = "grpc", timeout: float = 30.0,
@@ -168,7 +179,7 @@ def run_smoke_test(url: str, golden_file: Path | None = None, protocol: str = "g
     except TritonfleetError as exc:
         print(f"smoke-test: {exc}", file=sys.stderr)
         return 1
-    print_table(checks, client.url, protocol, [name for name, _, _ in targets], out)
+    print_table(checks, client.url, protocol, [t.name for t in targets], out)
     if json_out:
         json_out.write_text(json.dumps([c.__dict__ for c in checks], indent=2) + "\n")
     client.close()

@@ -20,9 +20,9 @@ from tritonfleet import layout
 #: gRPC statuses that tell the client its request was wrong (not a failure of the server).
 CLIENT_ERROR_STATUSES = {"StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND", "StatusCode.OUT_OF_RANGE",
                          "StatusCode.FAILED_PRECONDITION", "StatusCode.UNIMPLEMENTED",
-                         "StatusCode.RESOURCE_EXHAUSTED"}
+                         "StatusCode.RESOURCE_EXHAUSTED", "StatusCode.PERMISSION_DENIED"}
 WRONG_DTYPES = ["BOOL", "UINT8", "INT8", "INT32", "INT64", "FP16", "FP32", "FP64", "BF16", "NONSENSE", ""]
-WRONG_NAMES = ["text", "INPUT__0", "", "TEXT\x00", "TËXT", "TEXT " * 50]
+WRONG_NAMES = ["text", "INPUT__0", "", "TËXT", "TEXT " * 50]
 WRONG_MODELS = ["no_such_model", "", "../etc/passwd", "sentiment/../topic", "x" * 300]
 
 good_texts = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).filter(str.strip)

@@ -89,7 +89,7 @@ def test_check_diff_on_converged_fleet_reports_no_changes():
 
 #: Release Y: another max_batch_size (a serving option: a new release from the cached conversions).
 OTHER_OPTIONS = json.dumps({"model_conversion_options": {"max_batch_size": 16}})
-USERS = 50
+USERS = 24  # what one server carries alone (tests/deploy/test_hardening.py)
 
 
 @pytest.fixture(scope="module")

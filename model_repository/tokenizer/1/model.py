@@ -9,6 +9,7 @@ A bad text (empty, too large, not UTF-8) fails only its own request, with INVALI
 """
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,12 @@ class TritonPythonModel:
         items = tensor.as_numpy().reshape(-1)
         if items.size == 0:
             return None, f"input '{self.text_name}' has no texts; send at least one"
+        # The shape must count the texts sent: Triton 2.51 lets a BYTES tensor through whose shape says 0 (or
+        # overflows to 0) while it carries texts.
+        declared = math.prod(int(d) for d in tensor.shape())
+        if declared != items.size:
+            return None, (f"input '{self.text_name}' has shape {list(tensor.shape())} ({declared} texts) but carries "
+                          f"{items.size}")
         texts = []
         for i, item in enumerate(items):
             raw = item if isinstance(item, bytes) else str(item).encode("utf-8")
