@@ -36,5 +36,6 @@ def tiny_artifacts(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     from tritonfleet.release import ModelOptions
 
     out = tmp_path_factory.mktemp("artifacts") / "tiny"
-    convert(str(tiny_model), out, ModelOptions(formats=("torchscript", "onnx", "int8"), int8_min_agreement=0.5))
+    convert(str(tiny_model), out, ModelOptions(formats=("torchscript", "onnx", "int8", "int8-static"),
+                                              int8_min_agreement=0.5, int8_calibration_texts=64))
     return out

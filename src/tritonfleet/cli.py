@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--release", type=Path, help="a release folder: check every model of it")
     s.add_argument("--golden", type=Path, help="one model's golden file (with --model)")
     s.add_argument("--tolerance", type=float, default=1e-3, help="max |score difference|")
-    s.add_argument("--variant", choices=("fp32", "int8"),
+    s.add_argument("--variant", choices=("fp32", *layout.QUANTIZED_FORMATS),
                    help="golden outputs to compare with (default: what the server says its classifier serves)")
     s.add_argument("--json", type=Path, help="also write the checks as JSON")
     s.set_defaults(func=cmd_smoke_test)

@@ -15,6 +15,7 @@ GOLDEN_FILE = "golden.json"
 TORCHSCRIPT_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
+ONNX_INT8_STATIC_FILE = "model.int8-static.onnx"
 TOKENIZER_DIR = "tokenizer"
 
 # Tensor names. The classifier keeps the article's plain tensor interface (pytorch backend naming).
@@ -26,7 +27,20 @@ LABEL = "LABEL"
 SCORES = "SCORES"
 
 #: Which artifact file serves each runner format.
-FORMAT_FILES = {"onnx": ONNX_FILE, "int8": ONNX_INT8_FILE, "torchscript": TORCHSCRIPT_FILE}
+FORMAT_FILES = {"onnx": ONNX_FILE, "int8": ONNX_INT8_FILE, "int8-static": ONNX_INT8_STATIC_FILE,
+                "torchscript": TORCHSCRIPT_FILE}
+#: The quantized formats: each has its own outputs in the golden file (`GoldenEntry.variants[format]`).
+QUANTIZED_FORMATS = ("int8", "int8-static")
+
+
+def variant(fmt: str) -> str:
+    """The golden-file variant a served format answers with: the quantized format's name, else "fp32"."""
+    return fmt if fmt in QUANTIZED_FORMATS else "fp32"
+
+
+def variant_of_file(model_file: str) -> str:
+    """The variant of a served model file (what a loaded config names), e.g. "int8" for model.int8.onnx."""
+    return next((variant(f) for f, name in FORMAT_FILES.items() if name == model_file), "fp32")
 
 
 @dataclass(frozen=True)

@@ -38,14 +38,14 @@ def _score_diff(got: list[float], want: list[float]) -> float:
 
 
 def served_variant(client: TextClient, name: str = layout.DEFAULT_MODEL_NAME) -> str:
-    """'int8' when the classifier of model `name` runs the int8 export, else 'fp32': read from its loaded config
+    """The variant ('int8', 'int8-static' or 'fp32') the classifier of model `name` serves: from its loaded config
     (the python runner's `runner` parameter, or a native backend's default_model_filename)."""
     cfg = client.model_config(layout.model_names(name).classifier)
     model_file = cfg.get("default_model_filename", "")
     runner = cfg.get("parameters", {}).get("runner", {}).get("string_value")
     if runner:
         model_file = json.loads(runner).get("model_file", model_file)
-    return "int8" if model_file == layout.ONNX_INT8_FILE else "fp32"
+    return layout.variant_of_file(model_file)
 
 
 def model_checks(client: TextClient, name: str, gold: g.GoldenFile, tolerance: float,

@@ -51,7 +51,7 @@ class BenchConfig:
     #: Setup C's search: dicts of ModelOptions field names (None: setups.default_candidates).
     candidates: list[dict[str, Any]] | None = None
     int8: str = "auto"  # auto | on | off
-    runtime: str | None = None  # onnx | int8: skip the runtime measurement
+    runtime: str | None = None  # onnx | int8 | int8-static: skip the runtime measurement
     int8_min_agreement: float = 0.99
     demo_artifacts: Path | None = None
     measure_demo_agreement: bool = True
@@ -92,7 +92,7 @@ class Harness:
     #: Set by run() before any setup: the model directory, its conversion artifacts, the int8 policy.
     model_dir: Path
     artifacts: Path
-    int8: dict[str, Any]
+    int8: dict[str, dict[str, Any]]
 
     def __init__(self, cfg: BenchConfig) -> None:
         self.cfg = cfg
@@ -175,7 +175,8 @@ class Harness:
         workload.write_json(self.out / "tensor_data.json",
                             workload.tensor_data(tok_file, texts, manifest["max_length"]))
         self.int8 = int8_policy(c)
-        logger.info("bench: int8 policy: %s", self.int8["reason"])
+        for fmt, policy in self.int8.items():
+            logger.info("bench: %s policy: %s", fmt, policy["reason"])
         report: dict[str, Any] = {
             "tool": "tritonfleet bench", "code": code_version(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
