@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__, layout, paths
 from .convert import DEFAULT_MODEL
 from .errors import TritonfleetError, UsageError
+from .random_model import PRESETS
 from .release import CONVERT, SERVE, ModelOptions, add_option_arguments, options_from_args
 
 logger = logging.getLogger("tritonfleet")
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("random-model", help="write a random-weight classifier (tiny or roberta-base size)")
     s.add_argument("--output", type=Path, required=True)
-    s.add_argument("--preset", choices=("tiny", "roberta-base"), default="tiny")
+    s.add_argument("--preset", choices=PRESETS, default="tiny")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_random_model)
 

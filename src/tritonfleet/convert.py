@@ -3,6 +3,7 @@
 Exports:
 - TorchScript, the article's way: torch.jit.trace through ModelTorchTraceAdapter;
 - ONNX with dynamic batch and sequence axes;
+- with ONNX, the native (C++) tokenizer graph when it passes parity with the python tokenizer (`native.py`);
 - optionally int8 ONNX (onnxruntime dynamic quantization) and int8-static ONNX (calibrated QDQ, per-channel
   weights, MatMul only): its fixed activation scales make it batch-invariant, which is proved bit for bit.
 
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, layout
+from . import __version__, layout, native
 from . import golden as g
 from .calibration import calibration_texts
 from .errors import ParityError, ReleaseError, UsageError
@@ -318,12 +319,22 @@ def convert(model: str, output: Path, options: ModelOptions | None = None, *, re
         return check_parity(name, runner, eager, tokenizer, max_length, opts.atol, golden, batches)
 
     with atomic_directory(output) as out:
+        tokenizer.save_pretrained(str(out / layout.TOKENIZER_DIR))
+        if not (out / layout.TOKENIZER_DIR / "tokenizer.json").is_file():
+            raise ReleaseError("the tokenizer did not save a tokenizer.json")
         if "torchscript" in opts.formats:
             ts = export_torchscript(adapter, tokenizer, trace_shape, out / layout.TORCHSCRIPT_FILE)
             parity["torchscript"] = check("TorchScript", torchscript_runner(ts))
         if "onnx" in opts.formats:
             export_onnx(adapter, tokenizer, trace_shape, out / layout.ONNX_FILE, opts.opset)
             parity["onnx"] = check("ONNX", onnx_runner(out / layout.ONNX_FILE))
+            with step(f"Measuring native (C++) preprocessing parity on {opts.native_parity_texts} texts"):
+                parity["native"], graph = native.measure_parity(
+                    tokenizer, out / layout.TOKENIZER_DIR / "tokenizer.json", max_length, golden,
+                    opts.native_parity_texts, out / layout.ONNX_FILE)
+            if graph is not None and parity["native"]["passed"]:
+                graph_file = out / layout.NATIVE_TOKENIZER_FILE
+                graph_file.write_bytes(graph.SerializeToString())
         quantized: dict[str, Runner] = {}
         texts = list(dict.fromkeys([*golden, *agreement_texts]))
         if "int8" in opts.formats:
@@ -365,9 +376,6 @@ def convert(model: str, output: Path, options: ModelOptions | None = None, *, re
             g.GoldenFile(model=model, labels=labels, max_length=max_length, entries=entries).save(
                 out / layout.GOLDEN_FILE)
 
-        tokenizer.save_pretrained(str(out / layout.TOKENIZER_DIR))
-        if not (out / layout.TOKENIZER_DIR / "tokenizer.json").is_file():
-            raise ReleaseError("the tokenizer did not save a tokenizer.json")
         manifest = {
             "tool": f"tritonfleet {__version__}",
             "conversion_key": key,

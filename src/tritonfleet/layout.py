@@ -17,6 +17,10 @@ ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
 ONNX_INT8_STATIC_FILE = "model.int8-static.onnx"
 TOKENIZER_DIR = "tokenizer"
+#: The native (onnxruntime-extensions) tokenizer graph: TEXT -> INPUT__0, INPUT__1 (only when it passed parity).
+NATIVE_TOKENIZER_FILE = "tokenizer.native.onnx"
+#: In a classifier served with native preprocessing: that graph merged in front of the served export.
+NATIVE_MODEL_FILE = "model.native.onnx"
 
 # Tensor names. The classifier keeps the article's plain tensor interface (pytorch backend naming).
 TEXT = "TEXT"
@@ -54,6 +58,11 @@ class ModelNames:
 
     def all(self) -> list[str]:
         return [self.ensemble, self.tokenizer, self.classifier, self.postprocess]
+
+    def served(self, preprocessing: str) -> list[str]:
+        """The Triton models a release holds for this classifier: all four, or without the tokenizer when it is
+        served with native preprocessing (the classifier's graph tokenizes)."""
+        return [n for n in self.all() if not (preprocessing == "native" and n == self.tokenizer)]
 
     def steps(self) -> list[str]:
         """The ensemble's internal steps (not meant to be called by clients)."""

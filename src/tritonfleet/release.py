@@ -114,6 +114,7 @@ FORMATS = ("torchscript", "onnx", "int8", "int8-static")
 BACKENDS = ("python", "onnxruntime", "pytorch")
 RUNNER_FORMATS = ("onnx", "int8", "int8-static", "torchscript")
 INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU")
+PREPROCESSING = ("python", "native", "auto")
 
 
 def _option(default: Any, help: str, stage: str, choices: tuple[Any, ...] | None = None) -> Any:
@@ -137,6 +138,9 @@ class ModelOptions:
         True, "int8 weight scales per output channel (--no-int8-per-channel: one per tensor, coarser)", CONVERT)
     int8_calibration_texts: int = _option(
         256, "int8-static: generated calibration texts (never a golden or agreement text)", CONVERT)
+    native_parity_texts: int = _option(
+        5000, "texts on which the native (C++) tokenizer graph must give the python tokenizer's ids and labels",
+        CONVERT)
     opset: int = _option(17, "ONNX opset", CONVERT)
     trace_batch: int = _option(1, "batch size of the TorchScript trace's example input", CONVERT)
     trace_length: int = _option(100, "sequence length of the TorchScript trace's example input", CONVERT)
@@ -149,6 +153,13 @@ class ModelOptions:
     max_queue_delay_us: int = _option(2000, "dynamic batcher's queue delay (microseconds)", SERVE)
     instance_count: int = _option(1, "instances of the classifier", SERVE)
     instance_kind: str = _option("KIND_CPU", "instance kind of the classifier", SERVE, INSTANCE_KINDS)
+    preprocessing: str = _option(
+        "auto", "tokenization: python (a python tokenizer model in the ensemble), native (onnxruntime-extensions "
+        "C++ tokenizer ops in the classifier's ONNX graph; only where the conversion's parity passed), auto (native "
+        "where parity passed and it measured faster, else python)", SERVE, PREPROCESSING)
+    native_op_library: str = _option(
+        "/opt/tritonserver/lib/libortextensions.so", "native preprocessing on the onnxruntime backend: the "
+        "onnxruntime-extensions shared library on the serving host (model_operations op_library_filename)", SERVE)
     tokenizer_instance_count: int = _option(1, "instances of the tokenizer", SERVE)
     threads: int = _option(0, "runner intra-op threads (0: the runtime's default)", SERVE)
     sub_batch_size: int | None = _option(
@@ -231,8 +242,11 @@ class ModelOptions:
             fail("formats is empty")
         if any(f in self.formats for f in layout.QUANTIZED_FORMATS) and "onnx" not in self.formats:
             fail("int8 and int8-static are quantized from the ONNX export: add onnx to formats")
-        if self.int8_calibration_texts < 1:
-            fail("int8_calibration_texts must be at least 1")
+        if self.int8_calibration_texts < 1 or self.native_parity_texts < 1:
+            fail("int8_calibration_texts and native_parity_texts must be at least 1")
+        if self.preprocessing == "native" and (self.format == "torchscript" or self.backend == "pytorch"):
+            fail("native preprocessing puts the tokenizer ops in the ONNX graph: serve an ONNX format (onnx, int8, "
+                 "int8-static) on the python or onnxruntime backend")
         if not 0.0 <= self.int8_min_agreement <= 1.0:
             fail("int8_min_agreement must lie in 0..1")
         if self.backend == "pytorch" and self.format != "torchscript":
@@ -463,7 +477,8 @@ class ReleaseSpec:
 
 #: The code that makes each stage's files: a change to it changes that stage's keys (no stale cache hit after an
 #: upgrade, and a builder running other code than its caller is caught by `build(expect_key=...)`).
-_STAGE_CODE = {CONVERT: ("convert.py", "adapter.py", "golden.py"), SERVE: ("repo.py", "release.py")}
+_STAGE_CODE = {CONVERT: ("convert.py", "adapter.py", "golden.py", "calibration.py", "native.py"),
+               SERVE: ("repo.py", "release.py", "native.py")}
 
 
 def code_identity(stage: str) -> str:
@@ -573,7 +588,8 @@ class Release:
         """What `tritonfleet release` prints and Ansible's release fact holds."""
         return {"path": str(self.path), "key": self.key, "id": self.id, "builder": self.builder,
                 "models": [{**m.__dict__, "golden": str(self.path / m.golden),
-                            "triton_models": m.names.all()} for m in self.models],
+                            "triton_models": m.names.served(m.options.get("preprocessing", "python"))}
+                           for m in self.models],
                 "checksums": self.checksums}
 
 
@@ -637,7 +653,8 @@ def write_release(root: Path, models: list[tuple[str, Path, ModelOptions]], buil
         options = served_options(artifacts, wanted, name)
         write_model(root, name, artifacts, options)
         shutil.copy2(Path(artifacts) / layout.GOLDEN_FILE, Path(root) / name / layout.GOLDEN_IN_RELEASE)
-        entries.append((name, manifest["conversion_key"], options))
+        # The key covers what was asked (`wanted`); what it resolves to (e.g. preprocessing auto) follows from it.
+        entries.append((name, manifest["conversion_key"], wanted))
         records.append(ReleaseModel(
             name=name, model=manifest["model"], revision=manifest["revision"], source=manifest["source"],
             conversion_key=manifest["conversion_key"], options=options.as_dict(), labels=manifest["labels"],

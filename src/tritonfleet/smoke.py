@@ -58,7 +58,9 @@ def model_checks(client: TextClient, name: str, gold: g.GoldenFile, tolerance: f
         return ok
 
     names = layout.model_names(name)
-    for triton_name in names.all():
+    ensemble = client.model_config(names.ensemble) if client.model_ready(names.ensemble) else {}
+    steps = [s["model_name"] for s in ensemble.get("ensemble_scheduling", {}).get("step", [])]
+    for triton_name in [names.ensemble, *(steps or names.steps())]:
         add(f"model {triton_name} ready", client.model_ready(triton_name))
     if variant is None:
         variant = served_variant(client, name)

@@ -40,12 +40,12 @@ def prepare_artifacts(cfg: BenchConfig) -> tuple[Path, Path]:
     `cfg.artifacts` is used as given (it must hold every export of CONVERSION); otherwise the model directory
     (a random `cfg.preset` model unless `cfg.model_dir`) is converted into the cache when its key is missing.
     """
-    from ..random_model import make_random_model
+    from ..random_model import is_current, make_random_model
 
     model_dir = cfg.model_dir or BUILD_DIR / "bench" / "models" / cfg.preset
-    if not (model_dir / "config.json").is_file():
-        if cfg.model_dir:
-            raise UsageError(f"--model-dir {model_dir}: not a Hugging Face model directory (no config.json)")
+    if cfg.model_dir and not (model_dir / "config.json").is_file():
+        raise UsageError(f"--model-dir {model_dir}: not a Hugging Face model directory (no config.json)")
+    if not cfg.model_dir and not is_current(model_dir, cfg.preset):
         logger.info("bench: writing a random %s model to %s", cfg.preset, model_dir)
         make_random_model(model_dir, cfg.preset)
     if cfg.artifacts:

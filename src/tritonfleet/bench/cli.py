@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UsageError
 from ..layout import QUANTIZED_FORMATS
 from ..paths import BUILD_DIR
+from ..random_model import PRESETS
 
 if TYPE_CHECKING:
     from .runner import BenchConfig
@@ -39,7 +40,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "warm-up; plus a concurrency sweep) and writes bench.json and bench.png. See docs/BENCHMARK.md.")
     s.add_argument("--tiny", action="store_true", help="tiny model, seconds per setup (tests and CI)")
     s.add_argument("--output", type=Path, default=None, help="results folder (default build/bench/results[-tiny])")
-    s.add_argument("--preset", choices=("tiny", "roberta-base"), default=None, help="random model size")
+    s.add_argument("--preset", choices=PRESETS, default=None, help="random model size")
     s.add_argument("--model-dir", type=Path, help="Hugging Face model directory (default: a random --preset model)")
     s.add_argument("--artifacts", type=Path, help="conversion artifacts with torchscript, onnx and int8")
     s.add_argument("--setups", default="A,B,C,D", help="which setups to run (default A,B,C,D)")
