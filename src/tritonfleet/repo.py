@@ -17,7 +17,6 @@ from typing import Any
 
 import jinja2
 from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from . import layout, native
 from .convert import load_manifest
@@ -47,10 +46,36 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def parse_config(text: str, where: str = "config") -> model_config_pb2.ModelConfig:
-    """Parse a config.pbtxt with Triton's own protobuf; raise ValueError naming the file on error."""
+def _model_config_pb2() -> Any:
+    """Triton's ModelConfig protobuf module (tritonclient's). Where the gRPC client cannot be imported (the GPU
+    host's grpcio is older than the one tritonclient's generated code demands), the module file is loaded on its
+    own: parsing a config needs protobuf only."""
+    import importlib
+    import importlib.util
+    import sys
+
     try:
-        return text_format.Parse(text, model_config_pb2.ModelConfig())
+        return importlib.import_module("tritonclient.grpc.model_config_pb2")
+    except (ImportError, RuntimeError) as exc:
+        name = "tritonfleet._model_config_pb2"
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.find_spec("tritonclient")
+        if spec is None or spec.origin is None:
+            raise ReleaseError(f"cannot parse Triton configs here: tritonclient is not importable ({exc})") from None
+        path = Path(spec.origin).parent / "grpc" / "model_config_pb2.py"
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+        module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        sys.modules[name] = module
+        logger.info("Triton's ModelConfig loaded from %s (tritonclient.grpc: %s)", path, exc)
+        return module
+
+
+def parse_config(text: str, where: str = "config") -> Any:
+    """Parse a config.pbtxt with Triton's own protobuf (a ModelConfig); raise ReleaseError naming the file."""
+    try:
+        return text_format.Parse(text, _model_config_pb2().ModelConfig())
     except text_format.ParseError as exc:
         raise ReleaseError(f"{where}: not a valid Triton ModelConfig: {exc}") from exc
 

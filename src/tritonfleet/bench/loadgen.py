@@ -138,6 +138,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         if asyncio.iscoroutine(res):
             await res
     done = len(stats.latencies)
+    if args.latencies:
+        np.save(args.latencies, np.asarray(stats.latencies, dtype=np.float64))
     return {
         "mode": args.mode, "users": args.users, "duration_s": args.duration, "warmup_s": args.warmup,
         "completed": done, "throughput": round(done / args.duration, 2), "errors": stats.errors,
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=60)
     p.add_argument("--warmup", type=float, default=10)
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--latencies", help="also write the measured window's latencies (seconds, .npy) here, for "
+                                       "merging the percentiles of several load generator processes")
     args = p.parse_args(argv)
     result = asyncio.run(_run(args))
     json.dump(result, sys.stdout)

@@ -72,6 +72,12 @@ class BenchConfig:
     tiny: bool = False
 
 
+def _native_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The model's native preprocessing parity (from its conversion), without the per-text listing."""
+    rep = manifest["parity"].get("native") or {"passed": False, "reason": "not measured by this conversion"}
+    return {k: v for k, v in rep.items() if k != "listing"} | {"listed_differences": len(rep.get("listing", []))}
+
+
 def code_version() -> dict[str, Any]:
     """The git commit of the code that ran, and whether the working tree had changes (None outside a checkout)."""
     root = Path(__file__).resolve().parents[3]
@@ -93,6 +99,8 @@ class Harness:
     model_dir: Path
     artifacts: Path
     int8: dict[str, dict[str, Any]]
+    #: The options setup C served (setup R serves the same model, format and CPU budget); None until C ran.
+    c_options: ModelOptions | None = None
 
     def __init__(self, cfg: BenchConfig) -> None:
         self.cfg = cfg
@@ -189,7 +197,8 @@ class Harness:
                          "tokens_min": min(lengths), "tokens_max": max(lengths),
                          "tokens_mean": round(sum(lengths) / len(lengths), 1), "sweep": c.sweep,
                          "sweep_duration_s": c.sweep_duration},
-            "int8_policy": self.int8, "setups": {}, "errors": {},
+            "int8_policy": self.int8, "native_preprocessing": _native_summary(manifest),
+            "setups": {}, "errors": {},
         }
         if self.pa is None and "B" in c.setups:
             logger.warning("bench: perf_analyzer not found (scripts/bench.sh installs it); setup B uses the "
@@ -198,14 +207,15 @@ class Harness:
         if c.runtime:
             runtime = {"format": c.runtime, "threads": 2, "inter_op": 1, "execution_mode": "sequential"}
             report["runtime_selection"] = {"chosen": runtime, "note": "forced with --runtime (not measured)"}
-        elif "C" in c.setups or "D" in c.setups:
+        elif {"C", "D", "R"} & set(c.setups):
             rc = setups.runtime_check(self)
             report["runtime_selection"] = rc
             runtime = rc["chosen"]
             logger.info("bench: runtime chosen: %s", runtime)
         plan: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("D", lambda: setups.setup_d(self, runtime)), ("C", lambda: setups.setup_c(self, runtime)),
-            ("B", lambda: setups.setup_b(self)), ("A", lambda: setups.setup_a(self))]
+            ("R", lambda: setups.setup_r(self, runtime)), ("B", lambda: setups.setup_b(self)),
+            ("A", lambda: setups.setup_a(self))]
         if c.gpu:
             plan.append(("G", lambda: setups.setup_g(self)))
         for name, fn in plan:

@@ -5,6 +5,8 @@ B  Triton, TorchScript via the python-backend runner, max_batch_size 1          
 C  Triton, this project's default: ensemble (server-side tokenization),         gRPC, raw text, asyncio client
    dynamic batching, runtime + instance settings chosen by measurement
 D  the same runtime and model in-process (onnxruntime), best batch size         no server
+R  Ray Serve (the framework a user would pick instead): @serve.batch, C's      HTTP, raw text, asyncio client
+   model file, format, sub-batches and CPU budget
 (G, opt-in with --gpu: C's pipeline with the TorchScript runner on KIND_GPU in fp16, for a GPU host.)
 
 Every served setup is a `release.ModelOptions`: C's candidates are dicts of its field names, and the
@@ -28,14 +30,14 @@ from ..release import SERVE, ModelOptions
 from .artifacts import CONVERSION, allowed_formats
 from .procmon import MachineMonitor, loadavg
 from .scoring import CHOICE_RULE, choose_candidate
-from .servers import run_json, start_flask, start_triton, subprocess_env
+from .servers import run_json, start_flask, start_ray, start_triton, subprocess_env
 
 if TYPE_CHECKING:
     from .runner import Harness
 
 logger = logging.getLogger(__name__)
 
-SETUPS = ("A", "B", "C", "D")
+SETUPS = ("A", "B", "C", "D", "R")
 DESCRIPTIONS = {
     "A": "Flask dev server (app.run(threaded=True), one process), PyTorch eager, tokenizing per request; HTTP",
     "B": "Triton, TorchScript (python-backend runner on CPU), max_batch_size 1, client-side tokenization; gRPC "
@@ -44,11 +46,13 @@ DESCRIPTIONS = {
          "via the python-backend runner, settings chosen by measurement; gRPC raw text",
     "D": "the same ONNX Runtime session and model in-process, no server, best batch size (tokenization included)",
     "G": "Triton, ensemble, TorchScript runner on KIND_GPU in fp16 (python backend); gRPC raw text",
+    "R": "Ray Serve (peer): @serve.batch dynamic batching, C's ONNX Runtime model, format, sub-batches and CPU "
+         "budget (replicas x threads), raw text in, label out; HTTP",
 }
 
 #: What every candidate of C starts from (besides the served format): the python runner with 2 intra-op threads
 #: (the 2 cores) and a 5 ms queue delay. A candidate overrides any of it.
-C_BASE: dict[str, Any] = {"backend": "python", "threads": 2, "max_queue_delay_us": 5000}
+C_BASE: dict[str, Any] = {"backend": "python", "threads": 2, "max_queue_delay_us": 5000, "preprocessing": "python"}
 B_OPTIONS: dict[str, Any] = {"backend": "python", "format": "torchscript", "max_batch_size": 1, "instance_count": 1}
 G_OPTIONS: dict[str, Any] = {"backend": "python", "format": "torchscript", "instance_kind": "KIND_GPU", "fp16": True,
                              "max_batch_size": 64, "max_queue_delay_us": 2000, "instance_count": 1}
@@ -85,14 +89,23 @@ def default_candidates(max_batch_size: int = 64, fmt: str = "onnx") -> list[dict
     ]
 
 
-def c_candidates(runtime_format: str, allowed: list[str], max_batch_size: int = 64) -> list[dict[str, Any]]:
-    """Setup C's default search: the chosen runtime's candidates, then the two first candidates of every other
-    allowed int8 format (named with `format`), so that the server-level measurement can prefer it."""
+def c_candidates(runtime_format: str, allowed: list[str], native_ok: bool = False,
+                 max_batch_size: int = 64) -> list[dict[str, Any]]:
+    """Setup C's default search: the chosen runtime's candidates; where native preprocessing passed parity, the
+    two first of them with it; then the two first candidates of every other allowed int8 format (named with
+    `format`), so that the server-level measurement can prefer either."""
     cands = default_candidates(max_batch_size, runtime_format)
+    if native_ok:
+        cands += [{**c, "preprocessing": "native"} for c in cands[:2]]
     for fmt in allowed:
         if fmt != runtime_format and fmt in layout.QUANTIZED_FORMATS:
             cands += [{**c, "format": fmt} for c in default_candidates(max_batch_size, fmt)[:2]]
     return cands
+
+
+def native_passed(h: Harness) -> bool:
+    """Whether this run's model passed native preprocessing parity in its conversion (its manifest says)."""
+    return bool((load_manifest(h.artifacts)["parity"].get("native") or {}).get("passed"))
 
 
 def served_rows_per_run(fmt: str, wanted: int) -> int:
@@ -276,10 +289,13 @@ def tune_c(h: Harness, fmt: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Measure each candidate briefly and choose one (CHOICE_RULE); without tuning, the first candidate."""
     c = h.cfg
     allowed = allowed_formats(h.int8)
-    cands = c.candidates or c_candidates(fmt, allowed)
-    refused = [cand for cand in cands if cand.get("format", fmt) not in allowed]
+    native_ok = native_passed(h)
+    cands = c.candidates or c_candidates(fmt, allowed, native_ok)
+    refused = [cand for cand in cands if cand.get("format", fmt) not in allowed
+               or (cand.get("preprocessing") == "native" and not native_ok)]
     for cand in refused:
-        logger.warning("bench: setup C candidate %s skipped: the int8 policy does not allow its format", cand)
+        logger.warning("bench: setup C candidate %s skipped: the int8 policy does not allow its format, or native "
+                       "preprocessing failed parity for this model", cand)
     cands = [cand for cand in cands if cand not in refused]
     if not c.tune:
         return cands[0], []
@@ -303,6 +319,7 @@ def setup_c(h: Harness, runtime: dict[str, Any]) -> dict[str, Any]:
     logger.info("bench: setup C (Triton ensemble, %s)", runtime["format"])
     chosen, search = tune_c(h, runtime["format"])
     opts = candidate_options(runtime["format"], chosen)
+    h.c_options = opts
     repo = h.build_repo("C", opts)
     srv = start_triton(repo, h.out / "logs" / "tritonserver-C.log", h.cfg.ready_timeout)
     try:
@@ -329,3 +346,43 @@ def setup_g(h: Harness) -> dict[str, Any]:
         srv.stop()
     res["config"] = options_report(opts)
     return res
+
+
+# --- R: the peer a user would pick instead -------------------------------------------------------------------
+
+def peer_config(h: Harness, opts: ModelOptions) -> dict[str, Any]:
+    """What setup R serves: C's model file (format), tokenizer, sub-batches and CPU budget (replicas x threads)."""
+    m = load_manifest(h.artifacts)
+    return {"model_file": str(h.artifacts / layout.FORMAT_FILES[opts.format]),
+            "tokenizer_file": str(h.artifacts / layout.TOKENIZER_DIR / "tokenizer.json"),
+            "max_length": m["max_length"], "pad_token_id": m["pad_token_id"], "labels": m["labels"],
+            "replicas": opts.instance_count, "threads": opts.threads or 1,
+            "sub_batch_size": opts.effective_sub_batch_size(), "max_text_bytes": opts.max_text_bytes}
+
+
+def setup_r(h: Harness, runtime: dict[str, Any]) -> dict[str, Any]:
+    """Ray Serve with C's chosen settings (or C's first candidate when C did not run)."""
+    from .ray_app import RAY_SETTINGS
+
+    opts = h.c_options or candidate_options(runtime["format"], (h.cfg.candidates or default_candidates(
+        fmt=runtime["format"]))[0])
+    if opts.format == "torchscript":
+        raise RuntimeError("setup R serves C's ONNX model; C serves TorchScript")
+    cfg = peer_config(h, opts)
+    logger.info("bench: setup R (Ray Serve, %s, %d replica(s) x %d thread(s))", opts.format, cfg["replicas"],
+                cfg["threads"])
+    srv = start_ray(cfg, h.out / "logs" / "ray-R.log", h.cfg.ready_timeout)
+    try:
+        res = h.measure_setup(srv, "http-text")
+    finally:
+        srv.stop()
+    res["config"] = {**{k: v for k, v in cfg.items() if k not in ("labels",)}, "format": opts.format,
+                     "ray_serve": RAY_SETTINGS, "ray_version": _ray_version(),
+                     "as_c": options_report(opts)["build_repo"]}
+    return res
+
+
+def _ray_version() -> str:
+    import ray
+
+    return str(ray.__version__)
