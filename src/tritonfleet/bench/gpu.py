@@ -77,13 +77,14 @@ class GpuBenchConfig:
     max_batch_size: int = 256
     max_queue_delay_us: int = 2000
     users: int = 200
-    duration: float = 20.0
-    warmup: float = 5.0
-    sweep: list[int] = field(default_factory=lambda: [1, 8, 32, 64, 128, 200, 256, 512, 1024])
-    sweep_duration: float = 8.0
+    duration: float = 15.0
+    warmup: float = 3.0
+    sweep: list[int] = field(default_factory=lambda: [1, 32, 128, 200, 512, 1024])
+    sweep_duration: float = 6.0
     sweep_warmup: float = 2.0
-    offline_batches: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
-    offline_duration: float = 4.0
+    offline_batches: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    offline_duration: float = 3.0
+    ready_timeout: float = 240.0
     texts: int = 512
     pa_threads: int = 16
     client_processes: int = 8
@@ -484,7 +485,7 @@ def run(cfg: GpuBenchConfig) -> dict[str, Any]:
     server = TritonServer(repo, http_port=http, grpc_port=grpc, metrics_port=metrics, log_file=server_log)
     try:
         with step("start tritonserver"):
-            server.start(ready_timeout=600)
+            server.start(ready_timeout=cfg.ready_timeout)
         with step(f"W{cfg.users}"):
             report["w200"] = measure(cfg, server, texts_file, pa_data, cfg.users, cfg.duration, cfg.warmup, logs)
         report["sweep"] = []
