@@ -46,7 +46,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--output", type=Path, default=None, help="results folder (default build/bench/results[-tiny])")
     s.add_argument("--preset", choices=PRESETS, default=None, help="random model size")
     s.add_argument("--model-dir", type=Path, help="Hugging Face model directory (default: a random --preset model)")
-    s.add_argument("--artifacts", type=Path, help="conversion artifacts with torchscript, onnx and int8")
+    s.add_argument("--artifacts", type=Path, help="conversion artifacts with torchscript, onnx, int8 and int8-static")
     s.add_argument("--setups", default="A,B,C,D,R", help="which setups to run (default A,B,C,D,R)")
     s.add_argument("--users", type=int, help="concurrent users of the main workload (default 200)")
     s.add_argument("--duration", type=float, help="measured seconds of the main workload (default 60)")
