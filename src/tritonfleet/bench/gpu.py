@@ -85,6 +85,8 @@ class GpuBenchConfig:
     offline_batches: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     offline_duration: float = 3.0
     ready_timeout: float = 240.0
+    #: numpy 1.26 first in the python backend stub's environment (None: where this host's numpy is 2.x).
+    stub_numpy1: bool | None = None
     texts: int = 512
     pa_threads: int = 16
     client_processes: int = 8
@@ -228,9 +230,15 @@ def host_facts() -> dict[str, Any]:
     return facts
 
 
-def unpack_carry(carry: Path, work: Path) -> dict[str, str]:
+def unpack_carry(carry: Path, work: Path, stub_numpy1: bool | None = None) -> dict[str, str]:
     """Unpack the carried server, perf_analyzer and packages into `work`; return the environment that runs them
-    (TRITONSERVER_BIN, TRITON_BACKEND_DIR, LD_LIBRARY_PATH, PYTHONPATH, TRITONFLEET_PERF_ANALYZER)."""
+    (TRITONSERVER_BIN, TRITON_BACKEND_DIR, LD_LIBRARY_PATH, PATH, TRITONFLEET_PERF_ANALYZER).
+
+    The python backend stub's embedded Python ignores PYTHONPATH (isolated) and takes its environment from
+    `python3` on PATH. So PATH starts with a small virtual environment of this interpreter (`stub_env`) whose
+    site-packages hold numpy 1.26 when the stub needs it (`stub_numpy1`; None: when this host's numpy is 2.x, which
+    the 2.51 stub mishandles for BYTES tensors) and a .pth file with this interpreter's own path (torch,
+    tokenizers, ...) and the carried packages."""
     import lzma
     import sysconfig
 
@@ -253,16 +261,41 @@ def unpack_carry(carry: Path, work: Path) -> dict[str, str]:
     pa = work / "perf_analyzer"
     pa.write_bytes(lzma.decompress((carry / "perf_analyzer.xz").read_bytes()))
     pa.chmod(0o755)
-    ld = [sysconfig.get_config_var("LIBDIR") or "", str(libs), os.environ.get("LD_LIBRARY_PATH", "")]
-    import numpy
-
-    numpy1 = [str(work / "site" / "numpy1")] if int(numpy.__version__.split(".")[0]) >= 2 else []
-    py = [*numpy1, str(work / "site"), *sys.path[1:], os.environ.get("PYTHONPATH", "")]
     for p in (root / "bin" / "tritonserver", *root.rglob("triton_python_backend_stub")):
         p.chmod(0o755)
+    if stub_numpy1 is None:
+        import numpy
+
+        stub_numpy1 = int(numpy.__version__.split(".")[0]) >= 2
+    env_bin = stub_env(work / "stub-env", [work / "site" / "numpy1"] if stub_numpy1 else [],
+                       [work / "site", *(Path(p) for p in sys.path[1:] if p and Path(p).is_dir())])
+    ld = [sysconfig.get_config_var("LIBDIR") or "", str(libs), os.environ.get("LD_LIBRARY_PATH", "")]
     return {"TRITONSERVER_BIN": str(root / "bin" / "tritonserver"), "TRITON_BACKEND_DIR": str(root / "backends"),
-            "LD_LIBRARY_PATH": ":".join(p for p in ld if p), "PYTHONPATH": ":".join(p for p in py if p),
-            "TRITONFLEET_PERF_ANALYZER": str(pa)}
+            "LD_LIBRARY_PATH": ":".join(p for p in ld if p), "PATH": f"{env_bin}{os.pathsep}{os.environ['PATH']}",
+            "TRITONFLEET_PERF_ANALYZER": str(pa), "TRITONFLEET_STUB_NUMPY1": str(stub_numpy1).lower()}
+
+
+def stub_env(venv: Path, first: list[Path], then: list[Path]) -> Path:
+    """A virtual environment of this interpreter: the packages in `first` come before everything, then the
+    directories `then` (a .pth file). Returns its bin directory (for PATH)."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    real = Path(os.path.realpath(sys.executable))
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
+    for name in ("python3", f"python{version}", "python"):
+        link = venv / "bin" / name
+        if not link.exists():
+            link.symlink_to(real)
+    (venv / "pyvenv.cfg").write_text(f"home = {real.parent}\ninclude-system-site-packages = false\n"
+                                     f"version = {sys.version.split()[0]}\n")
+    site = venv / "lib" / f"python{version}" / "site-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    for src in first:
+        for item in src.iterdir():
+            dst = site / item.name
+            if not dst.exists():
+                dst.symlink_to(item)
+    (site / "tritonfleet-host.pth").write_text("".join(f"{p}\n" for p in then))
+    return venv / "bin"
 
 
 # --- measuring ------------------------------------------------------------------------------------------------
@@ -453,7 +486,7 @@ def run(cfg: GpuBenchConfig) -> dict[str, Any]:
     save()
     if not cfg.dry_run:
         with step("unpack the carried server"):
-            env = unpack_carry(cfg.carry, work)
+            env = unpack_carry(cfg.carry, work, cfg.stub_numpy1)
             os.environ.update(env)
             report["carry"] = env
     model_dir, art = work / "model" / cfg.preset, work / "artifacts" / cfg.preset
@@ -511,8 +544,8 @@ def run(cfg: GpuBenchConfig) -> dict[str, Any]:
     save()
     try:
         plot(report, out / "gpu-bench.png")
-    except ImportError:
-        print("gpu-bench: matplotlib is not here: render the PNG with `scripts/gpu-bench.sh plot DIR`", flush=True)
+    except (ImportError, ValueError) as exc:
+        print(f"gpu-bench: no PNG here ({exc}): render it with `scripts/gpu-bench.sh plot DIR`", flush=True)
     _trim_log(server_log)
     files = sorted(p.name for p in out.iterdir())
     if len(files) > MAX_OUTPUT_FILES:
@@ -574,6 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("prepare", help="build machine: put what the GPU host lacks into the carry folder")
     s.add_argument("--carry", type=Path, default=CARRY_DIR)
+    s.add_argument("--python", default="3.12", help="the GPU host's Python version (default 3.12)")
     for name, hlp in (("run", "GPU host: the benchmark"), ("dry-run", "this CPU machine: the same, tiny")):
         s = sub.add_parser(name, help=hlp)
         s.add_argument("--out", type=Path, required=True, help=f"output folder (at most {MAX_OUTPUT_FILES} files)")
@@ -586,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stdout)
     if args.command == "prepare":
-        print(json.dumps(prepare(args.carry), indent=2))
+        print(json.dumps(prepare(args.carry, args.python), indent=2))
         return 0
     if args.command == "plot":
         plot(json.loads((args.dir / "gpu-bench.json").read_text()), args.dir / "gpu-bench.png")
