@@ -280,7 +280,10 @@ def measure_parity(tokenizer: Any, tokenizer_file: Path, max_length: int, golden
             row["mismatches"] += 1
             differing.append(text)
             differ.append({"category": category, "text": text[:200], "python_ids": a[:40], "native_ids": b[:40]})
-    labels = _label_parity(graph, classifier, tokenizer_file, max_length, differing, texts, want)
+    try:
+        labels = _label_parity(graph, classifier, tokenizer_file, max_length, differing, texts, want)
+    except Exception as exc:  # noqa: BLE001 - a graph that cannot be merged or run fails parity, not the conversion
+        labels = {"texts": 0, "differ": 1, "listing": [], "error": " ".join(str(exc).split())[:500]}
     passed = not differ and labels["differ"] == 0
     report = {
         "supported": True, "op": kind, "batchable": BATCHABLE[kind], "texts": len(texts),
@@ -290,7 +293,8 @@ def measure_parity(tokenizer: Any, tokenizer_file: Path, max_length: int, golden
         "reason": ("token ids and labels equal the python path on every text" if passed else
                    f"{len(differ)} of {len(texts)} texts tokenize differently"
                    + (f" (first: {differ[0]['category']} {differ[0]['text'][:60]!r})" if differ else "")
-                   + (f"; {labels['differ']} labels differ" if labels["differ"] else "")),
+                   + (f"; labels: {labels['error']}" if "error" in labels else
+                      f"; {labels['differ']} labels differ" if labels["differ"] else "")),
     }
     logger.info("native preprocessing (%s): %s", kind, report["reason"])
     return report, graph
