@@ -2,7 +2,8 @@
 # The serving benchmark (docs/BENCHMARK.md): scripts/bench.sh [--tiny] [tritonfleet bench options]
 #   scripts/bench.sh           full run: W200 (200 users, 60 s) + concurrency sweep, roberta-base size (~15-20 min)
 #   scripts/bench.sh --tiny    tiny model, seconds per setup (CI)
-# Installs what the benchmark needs beyond scripts/setup.sh: the Flask/matplotlib/aiohttp extras if missing,
+# Installs what the benchmark needs beyond scripts/setup.sh: the Flask/matplotlib/aiohttp/Ray Serve extras and
+# onnxruntime-extensions if missing,
 # perf_analyzer from the tritonclient==2.41.1 wheel (unpacked into build/bench/tools, NOT installed over the
 # venv's tritonclient), libcudart.so.12 from nvidia-cuda-runtime-cu12 (perf_analyzer links it), apt libb64-0d.
 set -euo pipefail
@@ -13,9 +14,13 @@ if [ ! -x .venv/bin/tritonfleet ]; then
   exit 2
 fi
 PY=.venv/bin/python
-if ! "$PY" -c 'import flask, matplotlib, aiohttp' 2>/dev/null; then
-  echo "bench: installing the bench extras (flask, matplotlib, aiohttp)"
-  .venv/bin/pip install -q "flask>=3" "matplotlib>=3.7" "aiohttp>=3.9"
+if ! "$PY" -c 'import flask, matplotlib, aiohttp, ray.serve' 2>/dev/null; then
+  echo "bench: installing the bench extras (flask, matplotlib, aiohttp, ray[serve])"
+  .venv/bin/pip install -q "flask>=3" "matplotlib>=3.7" "aiohttp>=3.9" "ray[serve]>=2.40"
+fi
+if ! "$PY" -c 'import onnxruntime_extensions' 2>/dev/null; then
+  echo "bench: installing onnxruntime-extensions (native preprocessing; part of the convert extra)"
+  .venv/bin/pip install -q "onnxruntime-extensions>=0.15"
 fi
 
 TOOLS=build/bench/tools

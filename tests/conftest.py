@@ -36,5 +36,20 @@ def tiny_artifacts(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -
     from tritonfleet.release import ModelOptions
 
     out = tmp_path_factory.mktemp("artifacts") / "tiny"
-    convert(str(tiny_model), out, ModelOptions(formats=("torchscript", "onnx", "int8"), int8_min_agreement=0.5))
+    convert(str(tiny_model), out, ModelOptions(formats=("torchscript", "onnx", "int8", "int8-static"),
+                                              int8_min_agreement=0.5, int8_calibration_texts=64))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer random RoBERTa with a byte-level BPE tokenizer: its native tokenizer graph passes parity."""
+    from tritonfleet.convert import convert
+    from tritonfleet.random_model import make_random_model
+    from tritonfleet.release import ModelOptions
+
+    model = make_random_model(tmp_path_factory.mktemp("models") / "tiny-roberta", "tiny-roberta")
+    out = tmp_path_factory.mktemp("artifacts") / "tiny-roberta"
+    convert(str(model), out, ModelOptions(formats=("onnx", "int8-static"), int8_min_agreement=0.0,
+                                          int8_calibration_texts=32))
     return out

@@ -8,12 +8,14 @@ import logging
 import os
 import signal
 import sys
+import textwrap
 import threading
 from pathlib import Path
 
 from . import __version__, layout, paths
 from .convert import DEFAULT_MODEL
 from .errors import TritonfleetError, UsageError
+from .random_model import PRESETS
 from .release import CONVERT, SERVE, ModelOptions, add_option_arguments, options_from_args
 
 logger = logging.getLogger("tritonfleet")
@@ -131,7 +133,9 @@ def argument_spec_yaml(rows: list[dict]) -> str:
             lines.append(f"    elements: {r['type'][5:-1]}")
         if r["choices"]:
             lines.append(f"    choices: [{', '.join(map(str, r['choices']))}]")
-        lines.append(f"    description: {json.dumps(r['help'] + ' (default: ' + json.dumps(r['default']) + ')')}")
+        text = f"{r['help']} (default: {json.dumps(r['default'])})"
+        lines.append("    description: >-")  # folded: long help stays within the line length of the YAML linter
+        lines += [f"      {line}" for line in textwrap.wrap(text, 100, break_on_hyphens=False)]
     return "\n".join(lines) + "\n"
 
 
@@ -267,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("random-model", help="write a random-weight classifier (tiny or roberta-base size)")
     s.add_argument("--output", type=Path, required=True)
-    s.add_argument("--preset", choices=("tiny", "roberta-base"), default="tiny")
+    s.add_argument("--preset", choices=PRESETS, default="tiny")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_random_model)
 
@@ -346,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--release", type=Path, help="a release folder: check every model of it")
     s.add_argument("--golden", type=Path, help="one model's golden file (with --model)")
     s.add_argument("--tolerance", type=float, default=1e-3, help="max |score difference|")
-    s.add_argument("--variant", choices=("fp32", "int8"),
+    s.add_argument("--variant", choices=("fp32", *layout.QUANTIZED_FORMATS),
                    help="golden outputs to compare with (default: what the server says its classifier serves)")
     s.add_argument("--json", type=Path, help="also write the checks as JSON")
     s.add_argument("--public", action="store_true",

@@ -15,7 +15,12 @@ GOLDEN_FILE = "golden.json"
 TORCHSCRIPT_FILE = "model.pt"
 ONNX_FILE = "model.onnx"
 ONNX_INT8_FILE = "model.int8.onnx"
+ONNX_INT8_STATIC_FILE = "model.int8-static.onnx"
 TOKENIZER_DIR = "tokenizer"
+#: The native (onnxruntime-extensions) tokenizer graph: TEXT -> INPUT__0, INPUT__1 (only when it passed parity).
+NATIVE_TOKENIZER_FILE = "tokenizer.native.onnx"
+#: In a classifier served with native preprocessing: that graph merged in front of the served export.
+NATIVE_MODEL_FILE = "model.native.onnx"
 
 # Tensor names. The classifier keeps the article's plain tensor interface (pytorch backend naming).
 TEXT = "TEXT"
@@ -26,7 +31,20 @@ LABEL = "LABEL"
 SCORES = "SCORES"
 
 #: Which artifact file serves each runner format.
-FORMAT_FILES = {"onnx": ONNX_FILE, "int8": ONNX_INT8_FILE, "torchscript": TORCHSCRIPT_FILE}
+FORMAT_FILES = {"onnx": ONNX_FILE, "int8": ONNX_INT8_FILE, "int8-static": ONNX_INT8_STATIC_FILE,
+                "torchscript": TORCHSCRIPT_FILE}
+#: The quantized formats: each has its own outputs in the golden file (`GoldenEntry.variants[format]`).
+QUANTIZED_FORMATS = ("int8", "int8-static")
+
+
+def variant(fmt: str) -> str:
+    """The golden-file variant a served format answers with: the quantized format's name, else "fp32"."""
+    return fmt if fmt in QUANTIZED_FORMATS else "fp32"
+
+
+def variant_of_file(model_file: str) -> str:
+    """The variant of a served model file (what a loaded config names), e.g. "int8" for model.int8.onnx."""
+    return next((variant(f) for f, name in FORMAT_FILES.items() if name == model_file), "fp32")
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,11 @@ class ModelNames:
 
     def all(self) -> list[str]:
         return [self.ensemble, self.tokenizer, self.classifier, self.postprocess]
+
+    def served(self, preprocessing: str) -> list[str]:
+        """The Triton models a release holds for this classifier: all four, or without the tokenizer when it is
+        served with native preprocessing (the classifier's graph tokenizes)."""
+        return [n for n in self.all() if not (preprocessing == "native" and n == self.tokenizer)]
 
     def steps(self) -> list[str]:
         """The ensemble's internal steps (not meant to be called by clients)."""

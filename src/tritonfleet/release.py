@@ -110,10 +110,11 @@ def content_key(data: Any) -> str:
 CONVERT = "convert"  # the option changes the conversion artifacts (part of the conversion key)
 SERVE = "serve"  # the option changes only the model repository built from them
 
-FORMATS = ("torchscript", "onnx", "int8")
+FORMATS = ("torchscript", "onnx", "int8", "int8-static")
 BACKENDS = ("python", "onnxruntime", "pytorch")
-RUNNER_FORMATS = ("onnx", "int8", "torchscript")
+RUNNER_FORMATS = ("onnx", "int8", "int8-static", "torchscript")
 INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU")
+PREPROCESSING = ("python", "native", "auto")
 
 
 def _option(default: Any, help: str, stage: str, choices: tuple[Any, ...] | None = None) -> Any:
@@ -127,14 +128,19 @@ class ModelOptions:
 
     # conversion
     formats: tuple[str, ...] = _option(
-        ("torchscript", "onnx"), "export formats: torchscript, onnx, int8 (int8 is quantized from onnx)", CONVERT,
-        FORMATS)
+        ("torchscript", "onnx"), "export formats: torchscript, onnx, int8 (dynamic quantization), int8-static "
+        "(calibrated, batch-invariant); both int8 formats are quantized from onnx", CONVERT, FORMATS)
     max_length: int = _option(0, "token limit (0: the tokenizer's own)", CONVERT)
     atol: float = _option(1e-4, "largest |logit difference| an fp32 export may have from the eager model", CONVERT)
     int8_min_agreement: float = _option(
-        0.98, "share of check texts on which int8 must give the eager model's label", CONVERT)
+        0.98, "share of check texts on which each int8 format must give the eager model's label", CONVERT)
     int8_per_channel: bool = _option(
         True, "int8 weight scales per output channel (--no-int8-per-channel: one per tensor, coarser)", CONVERT)
+    int8_calibration_texts: int = _option(
+        256, "int8-static: generated calibration texts (never a golden or agreement text)", CONVERT)
+    native_parity_texts: int = _option(
+        5000, "texts on which the native (C++) tokenizer graph must give the python tokenizer's ids and labels",
+        CONVERT)
     opset: int = _option(17, "ONNX opset", CONVERT)
     trace_batch: int = _option(1, "batch size of the TorchScript trace's example input", CONVERT)
     trace_length: int = _option(100, "sequence length of the TorchScript trace's example input", CONVERT)
@@ -151,6 +157,13 @@ class ModelOptions:
         0, "a request that waited this long in a step's queue is refused (microseconds; 0: no limit)", SERVE)
     instance_count: int = _option(1, "instances of the classifier", SERVE)
     instance_kind: str = _option("KIND_CPU", "instance kind of the classifier", SERVE, INSTANCE_KINDS)
+    preprocessing: str = _option(
+        "auto", "tokenization: python (a python tokenizer model in the ensemble), native (onnxruntime-extensions "
+        "C++ tokenizer ops in the classifier's ONNX graph; only where the conversion's parity passed), auto (native "
+        "where parity passed and it measured faster, else python)", SERVE, PREPROCESSING)
+    native_op_library: str = _option(
+        "/opt/tritonserver/lib/libortextensions.so", "native preprocessing on the onnxruntime backend: the "
+        "onnxruntime-extensions shared library on the serving host (model_operations op_library_filename)", SERVE)
     tokenizer_instance_count: int = _option(1, "instances of the tokenizer", SERVE)
     threads: int = _option(0, "runner intra-op threads (0: the runtime's default)", SERVE)
     sub_batch_size: int | None = _option(
@@ -231,15 +244,20 @@ class ModelOptions:
                 fail(f"{f.name} {value!r}: choose from {', '.join(choices)}")
         if not self.formats:
             fail("formats is empty")
-        if "int8" in self.formats and "onnx" not in self.formats:
-            fail("int8 is quantized from the ONNX export: add onnx to formats")
+        if any(f in self.formats for f in layout.QUANTIZED_FORMATS) and "onnx" not in self.formats:
+            fail("int8 and int8-static are quantized from the ONNX export: add onnx to formats")
+        if self.int8_calibration_texts < 1 or self.native_parity_texts < 1:
+            fail("int8_calibration_texts and native_parity_texts must be at least 1")
+        if self.preprocessing == "native" and (self.format == "torchscript" or self.backend == "pytorch"):
+            fail("native preprocessing puts the tokenizer ops in the ONNX graph: serve an ONNX format (onnx, int8, "
+                 "int8-static) on the python or onnxruntime backend")
         if not 0.0 <= self.int8_min_agreement <= 1.0:
             fail("int8_min_agreement must lie in 0..1")
         if self.backend == "pytorch" and self.format != "torchscript":
             fail("the pytorch backend serves TorchScript: use format torchscript")
         if self.backend == "onnxruntime" and self.format == "torchscript":
             fail("the onnxruntime backend serves ONNX: use format onnx or int8")
-        if {"int8": "int8", "onnx": "onnx", "torchscript": "torchscript"}[self.format] not in self.formats:
+        if self.format not in self.formats:
             fail(f"format {self.format} is served, so formats must include it (formats: {', '.join(self.formats)})")
         if self.max_batch_size < 1:
             fail("max_batch_size must be at least 1")
@@ -251,7 +269,8 @@ class ModelOptions:
         if self.backend == "python" and self.format == "int8" and self.sub_batch_size not in (None, 1):
             fail(f"sub_batch_size {self.sub_batch_size} with the int8 model: dynamic quantization scales the "
                  "activations of a run as a whole, so a text's scores (and near a boundary its label) would depend "
-                 "on the texts batched with it. The python runner serves int8 one text per run (sub_batch_size 1).")
+                 "on the texts batched with it. The python runner serves int8 one text per run (sub_batch_size 1); "
+                 "int8-static (calibrated scales) may run sorted sub-batches.")
         if self.instance_count < 1 or self.tokenizer_instance_count < 1:
             fail("instance counts must be at least 1")
         if self.tensorrt and not (self.backend == "onnxruntime" and self.instance_kind == "KIND_GPU"):
@@ -268,7 +287,8 @@ class ModelOptions:
         return 1 if self.format == "int8" else 0
 
     def int8_batch_invariant(self) -> bool:
-        """False where an int8 model would run several texts at once (the native onnxruntime backend batches)."""
+        """False where a dynamically quantized int8 model would run several texts at once (the native onnxruntime
+        backend batches). int8-static is batch-invariant (fixed scales; `convert` proves it bit for bit)."""
         return not (self.format == "int8" and self.backend == "onnxruntime" and self.max_batch_size > 1)
 
 
@@ -464,7 +484,8 @@ class ReleaseSpec:
 #: The code that makes each stage's files: a change to it changes that stage's keys (no stale cache hit after an
 #: upgrade, and a builder running other code than its caller is caught by `build(expect_key=...)`). Serving also
 #: covers the repository templates (`*.j2`, `*.py` under TEMPLATE_DIR).
-_STAGE_CODE = {CONVERT: ("convert.py", "adapter.py", "golden.py"), SERVE: ("repo.py", "release.py")}
+_STAGE_CODE = {CONVERT: ("convert.py", "adapter.py", "golden.py", "calibration.py", "native.py"),
+               SERVE: ("repo.py", "release.py", "native.py")}
 
 
 def code_identity(stage: str) -> str:
@@ -575,7 +596,8 @@ class Release:
         """What `tritonfleet release` prints and Ansible's release fact holds."""
         return {"path": str(self.path), "key": self.key, "id": self.id, "builder": self.builder,
                 "models": [{**m.__dict__, "golden": str(self.path / m.golden),
-                            "triton_models": m.names.all()} for m in self.models],
+                            "triton_models": m.names.served(m.options.get("preprocessing", "python"))}
+                           for m in self.models],
                 "checksums": self.checksums}
 
 
@@ -639,11 +661,12 @@ def write_release(root: Path, models: list[tuple[str, Path, ModelOptions]], buil
         options = served_options(artifacts, wanted, name)
         write_model(root, name, artifacts, options)
         shutil.copy2(Path(artifacts) / layout.GOLDEN_FILE, Path(root) / name / layout.GOLDEN_IN_RELEASE)
-        entries.append((name, manifest["conversion_key"], options))
+        # The key covers what was asked (`wanted`); what it resolves to (e.g. preprocessing auto) follows from it.
+        entries.append((name, manifest["conversion_key"], wanted))
         records.append(ReleaseModel(
             name=name, model=manifest["model"], revision=manifest["revision"], source=manifest["source"],
             conversion_key=manifest["conversion_key"], options=options.as_dict(), labels=manifest["labels"],
-            variant="int8" if options.format == "int8" else "fp32", max_length=manifest["max_length"],
+            variant=layout.variant(options.format), max_length=manifest["max_length"],
             parity=manifest["parity"]).__dict__)
     key = _release_key(entries, builder)
     info = {"format": 1, "tool": f"tritonfleet {__version__}", "key": key, "builder": builder, "models": records}

@@ -40,14 +40,14 @@ def _score_diff(got: list[float], want: list[float]) -> float:
 
 
 def served_variant(client: TextClient, name: str = layout.DEFAULT_MODEL_NAME) -> str:
-    """'int8' when the classifier of model `name` runs the int8 export, else 'fp32': read from its loaded config
+    """The variant ('int8', 'int8-static' or 'fp32') the classifier of model `name` serves: from its loaded config
     (the python runner's `runner` parameter, or a native backend's default_model_filename)."""
     cfg = client.model_config(layout.model_names(name).classifier)
     model_file = cfg.get("default_model_filename", "")
     runner = cfg.get("parameters", {}).get("runner", {}).get("string_value")
     if runner:
         model_file = json.loads(runner).get("model_file", model_file)
-    return "int8" if model_file == layout.ONNX_INT8_FILE else "fp32"
+    return layout.variant_of_file(model_file)
 
 
 def refused(status: str | None) -> bool:
@@ -63,6 +63,8 @@ class Target:
     gold: g.GoldenFile
     variant: str | None = None
     max_batch_size: int | None = None
+    #: The Triton models that serve it (its ensemble and steps), from the release.
+    triton_models: list[str] | None = None
 
 
 def model_checks(client: TextClient, target: Target, tolerance: float, variant: str | None, prefix: str = "",
@@ -77,8 +79,12 @@ def model_checks(client: TextClient, target: Target, tolerance: float, variant: 
         return ok
 
     names = layout.model_names(name)
-    add(f"model {names.ensemble} ready", client.model_ready(names.ensemble))
-    for triton_name in names.steps():
+    ensemble_ready = add(f"model {names.ensemble} ready", client.model_ready(names.ensemble))
+    steps = [n for n in target.triton_models if n != names.ensemble] if target.triton_models else None
+    if steps is None:  # no release to say which steps serve it: ask the server's ensemble
+        config = client.model_config(names.ensemble) if ensemble_ready and not public else {}
+        steps = [s["model_name"] for s in config.get("ensemble_scheduling", {}).get("step", [])] or names.steps()
+    for triton_name in steps:
         if not public:
             add(f"model {triton_name} ready", client.model_ready(triton_name))
             continue
@@ -157,8 +163,8 @@ def targets_of(release: Path | None, golden_file: Path | None, model: str) -> li
     serves), or `model` against `golden_file` (those are then read from the server)."""
     if release is not None:
         rel = Release.open(release)
-        return [Target(m.name, g.GoldenFile.load(rel.golden_file(m.name)), m.variant, m.options.get("max_batch_size"))
-                for m in rel.models]
+        return [Target(m.name, g.GoldenFile.load(rel.golden_file(m.name)), m.variant, m.options.get("max_batch_size"),
+                       m.names.served(m.options.get("preprocessing", "python"))) for m in rel.models]
     if golden_file is None:
         raise ValueError("give a release or a golden file")
     return [Target(model, g.GoldenFile.load(golden_file))]

@@ -6,8 +6,6 @@ import urllib.request
 
 import pytest
 
-from tritonfleet import layout
-
 REPO_ROOT = "/opt/tritonfleet/model_repository"
 PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 
@@ -83,7 +81,7 @@ def test_endpoint_returns_200_on_the_host(host, path):
 
 
 def test_every_triton_model_of_the_release_is_ready(host, release):
-    names = [n for m in release.models for n in layout.model_names(m.name).all()]
+    names = [n for m in release.models for n in m.names.served(m.options.get("preprocessing", "python"))]
     codes = {n: host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8000/v2/models/{n}/ready")
              for n in names}
     assert codes == dict.fromkeys(names, "200")

@@ -9,6 +9,11 @@ short texts padded to a long one costs more than batching gains. The int8 model 
 (build-repo sees to it): its activations are quantized per run, so each text must run alone to get the same
 scores whatever it is batched with.
 
+With native preprocessing (`native` in the runner parameters) the model file is the onnxruntime-extensions
+tokenizer graph merged in front of the export: the runner takes TEXT, checks each text as the tokenizer model
+does (text_input.py: the same INVALID_ARG messages), sorts the texts by byte length (a proxy of their token
+count) and runs `sub_batch_size` of them per run (1 when the tokenizer op cannot batch); the graph tokenizes in C++.
+
 One response per request, in order. A request with bad tensors (shape, length, token ids outside the vocabulary)
 gets its own INVALID_ARG and never reaches the model, so it cannot fail the requests batched with it; if a run
 fails anyway, only the requests with rows in that run get the error.
@@ -16,6 +21,7 @@ fails anyway, only the requests with rows in that run get the error.
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +33,10 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         p = json.loads(config["parameters"]["runner"]["string_value"])
         self.ids_name, self.mask_name, self.logits_name = p["input_ids"], p["attention_mask"], p["logits"]
+        self.native = bool(p.get("native"))
+        if self.native:
+            self._initialize_native(args, config, p)
+            return
         self.pad_id = int(p["pad_token_id"])
         self.max_length = int(p["max_length"])
         self.vocab_size = int(p.get("vocab_size", 0))  # 0: unknown (artifacts of an older convert)
@@ -65,6 +75,67 @@ class TritonPythonModel:
             self.run = self._run_onnx
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+    def _initialize_native(self, args, config, p):
+        import onnxruntime as ort
+        from onnxruntime_extensions import get_library_path
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from text_input import request_texts  # copied beside this file by build-repo
+
+        self.request_texts = request_texts
+        self.text_name, self.max_text_bytes = p["text"], int(p["max_text_bytes"])
+        self.num_labels = int(pb_utils.get_output_config_by_name(config, self.logits_name)["dims"][-1])
+        self.logits_dtype = pb_utils.triton_string_to_numpy(
+            pb_utils.get_output_config_by_name(config, self.logits_name)["data_type"])
+        self.sub_batch_size = int(p.get("sub_batch_size", 0)) if p.get("batchable", True) else 1
+        so = ort.SessionOptions()
+        so.register_custom_ops_library(get_library_path())
+        threads = int(p.get("threads", 0))
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        path = Path(args["model_repository"]) / args["model_version"] / p["model_file"]
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        if p.get("warmup", True):
+            self._run_texts(["warm up"])
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    def _run_texts(self, texts):
+        return self.session.run([self.logits_name], {self.text_name: np.array([[t] for t in texts], dtype=object)})[0]
+
+    def _execute_native(self, requests):
+        responses = [None] * len(requests)
+        texts = {}  # request index -> its texts
+        rows = []  # (bytes, request index, row of the request)
+        for r, request in enumerate(requests):
+            items, error = self.request_texts(pb_utils, request, self.text_name, self.max_text_bytes)
+            if error is not None:
+                responses[r] = pb_utils.InferenceResponse(
+                    output_tensors=[], error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG))
+                continue
+            texts[r] = items
+            rows.extend((len(t.encode("utf-8")), r, i) for i, t in enumerate(items))
+        logits = {r: np.zeros((len(items), self.num_labels), dtype=self.logits_dtype) for r, items in texts.items()}
+        rows.sort()
+        step = self.sub_batch_size or max(1, len(rows))
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            try:
+                out = self._run_texts([texts[r][i] for _, r, i in chunk])
+            except Exception as exc:  # noqa: BLE001 - fail the requests of this run, not the whole batch
+                for _, r, _ in chunk:
+                    if r in logits:
+                        del logits[r]
+                        responses[r] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(
+                            f"the model failed on {len(chunk)} text(s): {exc}"))
+                continue
+            for k, (_, r, i) in enumerate(chunk):
+                if r in logits:
+                    logits[r][i] = out[k]
+        for r, values in logits.items():
+            responses[r] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.logits_name, values)])
+        return responses
+
     def _run_onnx(self, ids, mask):
         return self.session.run([self.logits_name], {self.ids_name: ids, self.mask_name: mask})[0]
 
@@ -100,6 +171,8 @@ class TritonPythonModel:
         return np.where(nonzero.any(axis=1), last, 1)
 
     def execute(self, requests):
+        if self.native:
+            return self._execute_native(requests)
         responses = [None] * len(requests)
         inputs = {}  # request index -> (ids, mask)
         rows = []  # (real length, request index, row of the request)

@@ -9,12 +9,15 @@ A bad text (empty, too large, not UTF-8) fails only its own request, with INVALI
 """
 
 import json
-import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from tokenizers import Tokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from text_input import request_texts  # noqa: E402 - copied beside this file by build-repo
 
 
 def _params(model_config):
@@ -48,41 +51,12 @@ class TritonPythonModel:
                 return b
         return max(length, 1)
 
-    def _texts(self, request):
-        """The request's texts, or an error message."""
-        tensor = pb_utils.get_input_tensor_by_name(request, self.text_name)
-        if tensor is None:
-            return None, f"input '{self.text_name}' is missing"
-        items = tensor.as_numpy().reshape(-1)
-        if items.size == 0:
-            return None, f"input '{self.text_name}' has no texts; send at least one"
-        # The shape must count the texts sent: Triton 2.51 lets a BYTES tensor through whose shape says 0 (or
-        # overflows to 0) while it carries texts.
-        declared = math.prod(int(d) for d in tensor.shape())
-        if declared != items.size:
-            return None, (f"input '{self.text_name}' has shape {list(tensor.shape())} ({declared} texts) but carries "
-                          f"{items.size}")
-        texts = []
-        for i, item in enumerate(items):
-            raw = item if isinstance(item, bytes) else str(item).encode("utf-8")
-            if len(raw) > self.max_text_bytes:
-                return None, (f"{self.text_name}[{i}] is {len(raw)} bytes; the limit is {self.max_text_bytes} "
-                              f"(parameter max_text_bytes)")
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                return None, f"{self.text_name}[{i}] is not valid UTF-8: {exc.reason} at byte {exc.start}"
-            if not text.strip():
-                return None, f"{self.text_name}[{i}] is empty; send at least one non-blank character"
-            texts.append(text)
-        return texts, None
-
     def execute(self, requests):
         responses = [None] * len(requests)
         spans = []  # (request index, first text, number of texts)
         all_texts = []
         for r, request in enumerate(requests):
-            texts, error = self._texts(request)
+            texts, error = request_texts(pb_utils, request, self.text_name, self.max_text_bytes)
             if error is not None:
                 responses[r] = pb_utils.InferenceResponse(
                     output_tensors=[], error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG))

@@ -151,6 +151,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             await res
     done = len(stats.latencies)
     measured = max(1e-9, stats.end - stats.start)
+    if args.latencies:
+        np.save(args.latencies, np.asarray(stats.latencies, dtype=np.float64))
     return {
         "mode": args.mode, "users": args.users, "duration_s": round(measured, 2), "warmup_s": args.warmup,
         "completed": done, "throughput": round(done / measured, 2), "errors": stats.errors,
@@ -177,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120)
     p.add_argument("--model", default=layout.MODELS.ensemble, help="grpc-text: the model (ensemble) to call")
     p.add_argument("--ca-file", help="gRPC over TLS, trusting this CA (a load balancer's certificate)")
+    p.add_argument("--latencies", help="also write the measured window's latencies (seconds, .npy) here, for "
+                                       "merging the percentiles of several load generator processes")
     args = p.parse_args(argv)
     result = asyncio.run(_run(args))
     json.dump(result, sys.stdout)

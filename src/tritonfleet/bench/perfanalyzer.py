@@ -48,14 +48,15 @@ def _rusage_children_cpu() -> float:
 
 
 def run(binary: Path, env: dict[str, str], url: str, data_file: Path, concurrency: int, duration: float,
-        csv_file: Path, timeout: float = 900, model: str = layout.MODELS.classifier) -> dict[str, Any]:
+        csv_file: Path, timeout: float = 900, model: str = layout.MODELS.classifier,
+        max_threads: int = 2) -> dict[str, Any]:
     """One measurement: 3 windows of duration/3 s at a fixed concurrency (always 'stable': a fixed-length run).
 
     Returns throughput, latency percentiles (client side), errors (0 when perf_analyzer succeeded) and the
     load generator's own CPU time."""
     window_ms = max(2000, int(duration * 1000 / 3))
     for _attempt in range(2):
-        out = _run_once(binary, env, url, data_file, concurrency, window_ms, csv_file, timeout, model)
+        out = _run_once(binary, env, url, data_file, concurrency, window_ms, csv_file, timeout, model, max_threads)
         unstable = any("stable measurement" in line for line in out.get("error_samples", []))
         if not unstable:
             break
@@ -64,9 +65,9 @@ def run(binary: Path, env: dict[str, str], url: str, data_file: Path, concurrenc
 
 
 def _run_once(binary: Path, env: dict[str, str], url: str, data_file: Path, concurrency: int, window_ms: int,
-              csv_file: Path, timeout: float, model: str) -> dict[str, Any]:
+              csv_file: Path, timeout: float, model: str, max_threads: int = 2) -> dict[str, Any]:
     csv_file.unlink(missing_ok=True)
-    cmd = [str(binary), "-m", model, "-u", url, "-i", "grpc", "--async", "-b", "1", "--max-threads", "2",
+    cmd = [str(binary), "-m", model, "-u", url, "-i", "grpc", "--async", "-b", "1", "--max-threads", str(max_threads),
            "--concurrency-range", f"{concurrency}:{concurrency}", "--input-data", str(data_file),
            "--measurement-mode", "time_windows", "--measurement-interval", str(window_ms),
            "--stability-percentage", "999", "--max-trials", "3", "-f", str(csv_file)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-COLORS = {"A": "tab:red", "B": "tab:orange", "C": "tab:green", "D": "tab:blue", "G": "tab:purple"}
+COLORS = {"A": "tab:red", "B": "tab:orange", "C": "tab:green", "D": "tab:blue", "G": "tab:purple", "R": "tab:brown"}
 
 
 def plot(report: dict[str, Any], png: Path) -> Path:
@@ -15,7 +15,7 @@ def plot(report: dict[str, Any], png: Path) -> Path:
     import matplotlib.pyplot as plt
 
     setups = report["setups"]
-    names = sorted(setups, key=lambda n: "ABCDG".find(n))
+    names = sorted(setups, key=lambda n: "ABCDRG".find(n))
     users = report["workload"]["users"]
     fig, ax = plt.subplots(2, 2, figsize=(12, 8))
     thr = [setups[n]["w200"]["throughput"] for n in names]

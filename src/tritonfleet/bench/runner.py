@@ -51,7 +51,7 @@ class BenchConfig:
     #: Setup C's search: dicts of ModelOptions field names (None: setups.default_candidates).
     candidates: list[dict[str, Any]] | None = None
     int8: str = "auto"  # auto | on | off
-    runtime: str | None = None  # onnx | int8: skip the runtime measurement
+    runtime: str | None = None  # onnx | int8 | int8-static: skip the runtime measurement
     int8_min_agreement: float = 0.99
     demo_artifacts: Path | None = None
     measure_demo_agreement: bool = True
@@ -70,6 +70,12 @@ class BenchConfig:
     perf_analyzer: str | None = None
     gpu: bool = False
     tiny: bool = False
+
+
+def _native_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The model's native preprocessing parity (from its conversion), without the per-text listing."""
+    rep = manifest["parity"].get("native") or {"passed": False, "reason": "not measured by this conversion"}
+    return {k: v for k, v in rep.items() if k != "listing"} | {"listed_differences": len(rep.get("listing", []))}
 
 
 def code_version() -> dict[str, Any]:
@@ -92,7 +98,9 @@ class Harness:
     #: Set by run() before any setup: the model directory, its conversion artifacts, the int8 policy.
     model_dir: Path
     artifacts: Path
-    int8: dict[str, Any]
+    int8: dict[str, dict[str, Any]]
+    #: The options setup C served (setup R serves the same model, format and CPU budget); None until C ran.
+    c_options: ModelOptions | None = None
 
     def __init__(self, cfg: BenchConfig) -> None:
         self.cfg = cfg
@@ -175,7 +183,8 @@ class Harness:
         workload.write_json(self.out / "tensor_data.json",
                             workload.tensor_data(tok_file, texts, manifest["max_length"]))
         self.int8 = int8_policy(c)
-        logger.info("bench: int8 policy: %s", self.int8["reason"])
+        for fmt, policy in self.int8.items():
+            logger.info("bench: %s policy: %s", fmt, policy["reason"])
         report: dict[str, Any] = {
             "tool": "tritonfleet bench", "code": code_version(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
@@ -188,7 +197,8 @@ class Harness:
                          "tokens_min": min(lengths), "tokens_max": max(lengths),
                          "tokens_mean": round(sum(lengths) / len(lengths), 1), "sweep": c.sweep,
                          "sweep_duration_s": c.sweep_duration},
-            "int8_policy": self.int8, "setups": {}, "errors": {},
+            "int8_policy": self.int8, "native_preprocessing": _native_summary(manifest),
+            "setups": {}, "errors": {},
         }
         if self.pa is None and "B" in c.setups:
             logger.warning("bench: perf_analyzer not found (scripts/bench.sh installs it); setup B uses the "
@@ -197,14 +207,15 @@ class Harness:
         if c.runtime:
             runtime = {"format": c.runtime, "threads": 2, "inter_op": 1, "execution_mode": "sequential"}
             report["runtime_selection"] = {"chosen": runtime, "note": "forced with --runtime (not measured)"}
-        elif "C" in c.setups or "D" in c.setups:
+        elif {"C", "D", "R"} & set(c.setups):
             rc = setups.runtime_check(self)
             report["runtime_selection"] = rc
             runtime = rc["chosen"]
             logger.info("bench: runtime chosen: %s", runtime)
         plan: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("D", lambda: setups.setup_d(self, runtime)), ("C", lambda: setups.setup_c(self, runtime)),
-            ("B", lambda: setups.setup_b(self)), ("A", lambda: setups.setup_a(self))]
+            ("R", lambda: setups.setup_r(self, runtime)), ("B", lambda: setups.setup_b(self)),
+            ("A", lambda: setups.setup_a(self))]
         if c.gpu:
             plan.append(("G", lambda: setups.setup_g(self)))
         for name, fn in plan:

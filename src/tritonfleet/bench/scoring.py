@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-TARGETS = {"C_vs_A_throughput_min": 12.0, "C_vs_B_throughput_min": 5.0, "C_vs_D_throughput_min": 0.90,
-           "C_p99_ms_max": 1500.0, "C_errors_max": 0}
+#: Issue 11's targets (they replace C/A >= 12 and C/D >= 0.9, out of reach on 2 cores: docs/BENCHMARK.md).
+#: C against D is judged on D's best batch-invariant plan: the best way to run the model offline that still gives
+#: each text the scores it has alone (what C serves).
+TARGETS = {"C_vs_A_throughput_min": 10.0, "C_vs_B_throughput_min": 5.0, "C_vs_D_batch_invariant_min": 0.95,
+           "C_vs_best_peer_throughput_min": 1.5, "C_p99_ms_max": 1500.0, "C_errors_max": 0}
+#: The frameworks a user would pick instead of Triton (peer setups): R, Ray Serve.
+PEERS = ("R",)
 #: A run is provisional when other jobs used more CPU than this (cores) during any measurement.
 QUIET_FOREIGN_CORES = 0.25
 #: Throughput differences inside this band are noise: the same candidate measured 138.7 and 144.0 texts/s in two
@@ -40,11 +45,18 @@ def evaluate_targets(setups: dict[str, Any]) -> dict[str, Any]:
             return None
         return round(x["throughput"] / y["throughput"], 3)
 
+    peers = {n: setups[n]["w200"] for n in PEERS if setups.get(n, {}).get("w200", {}).get("throughput")}
+    best_peer = max(peers, key=lambda n: peers[n]["throughput"], default=None)
+    inv = d.get("batch_invariant_throughput") if d else None
     for key, other, target in (("C_vs_A_throughput", a, TARGETS["C_vs_A_throughput_min"]),
                                ("C_vs_B_throughput", b, TARGETS["C_vs_B_throughput_min"]),
-                               ("C_vs_D_throughput", d, TARGETS["C_vs_D_throughput_min"])):
+                               ("C_vs_D_batch_invariant", {"throughput": inv} if inv else None,
+                                TARGETS["C_vs_D_batch_invariant_min"]),
+                               ("C_vs_best_peer_throughput", peers.get(best_peer or ""),
+                                TARGETS["C_vs_best_peer_throughput_min"])):
         r = ratio(c, other)
         out[key] = {"value": r, "target": f">= {target}", "pass": None if r is None else r >= target}
+    out["C_vs_best_peer_throughput"]["peer"] = best_peer
     p99 = c.get("p99_ms") if c else None
     out["C_p99_ms"] = {"value": p99, "target": f"<= {TARGETS['C_p99_ms_max']}",
                        "pass": None if p99 is None else p99 <= TARGETS["C_p99_ms_max"]}
@@ -52,12 +64,9 @@ def evaluate_targets(setups: dict[str, Any]) -> dict[str, Any]:
     out["C_errors"] = {"value": errs, "target": "== 0", "pass": None if errs is None else errs == 0}
     verdicts = [v["pass"] for v in out.values()]
     out["all_pass"] = all(v is True for v in verdicts)
-    # Not a target: C against D's best plan that gives every text its own scores (one text per run for int8),
-    # which is how C serves int8. D's overall best may batch int8 texts together (scores then depend on batching).
-    inv = d.get("batch_invariant_throughput") if d else None
-    out["info_C_vs_D_same_semantics"] = {
-        "value": round(c["throughput"] / inv, 3) if c and inv else None,
-        "note": "C / D's best one-text-per-run plan (informational, not a target)"}
+    # Not a target: C against D's overall best plan, which for dynamic int8 may batch texts whose scores then
+    # depend on each other (C never serves it that way).
+    out["info_C_vs_D_overall"] = {"value": ratio(c, d), "note": "C / D's best plan of any kind (informational)"}
     return out
 
 

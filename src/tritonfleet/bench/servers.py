@@ -1,8 +1,9 @@
-"""The processes a benchmark run starts: tritonserver and the Flask server (each watched as a `Server`), and the
-python helpers (load generator, offline runs) whose JSON it reads."""
+"""The processes a benchmark run starts: tritonserver, the Flask server and the Ray Serve app (each watched as a
+`Server`), and the python helpers (load generator, offline runs) whose JSON it reads."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ from typing import Any
 
 from .. import layout
 from ..serve import free_ports
+from .procmon import tree
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +67,16 @@ class Server:
         if self.triton:
             self.triton.stop()
         elif self.proc and self.proc.poll() is None:
+            family = set(tree(self.proc.pid))  # Ray's own processes: stopped with it, whatever they do
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(30)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+            for pid in family - {self.proc.pid}:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def start_triton(repo: Path, log: Path, ready_timeout: float) -> Server:
@@ -104,3 +110,24 @@ def start_flask(model_dir: Path, log: Path, ready_timeout: float) -> Server:
         time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGKILL)
     raise RuntimeError(f"the Flask server was not ready within {ready_timeout:.0f} s; see {log}")
+
+
+def start_ray(config: dict[str, Any], log: Path, ready_timeout: float) -> Server:
+    """Setup R's Ray Serve application (`tritonfleet.bench.ray_app`) on a free loopback port."""
+    port = free_port()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "tritonfleet.bench.ray_app", "--config", json.dumps(config),
+                                 "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT,
+                                env={**subprocess_env(), "RAY_USAGE_STATS_ENABLED": "0",
+                                     "RAY_DEDUP_LOGS": "0"}, start_new_session=True)
+    deadline = time.monotonic() + ready_timeout
+    server = Server("ray", proc, f"127.0.0.1:{port}")
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the Ray Serve app exited ({proc.returncode}); see {log}")
+        if b"\nready\n" in b"\n" + log.read_bytes():
+            return server
+        time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"the Ray Serve app was not ready within {ready_timeout:.0f} s; see {log}")

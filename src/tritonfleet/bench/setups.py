@@ -5,6 +5,8 @@ B  Triton, TorchScript via the python-backend runner, max_batch_size 1          
 C  Triton, this project's default: ensemble (server-side tokenization),         gRPC, raw text, asyncio client
    dynamic batching, runtime + instance settings chosen by measurement
 D  the same runtime and model in-process (onnxruntime), best batch size         no server
+R  Ray Serve (the framework a user would pick instead): @serve.batch, C's      HTTP, raw text, asyncio client
+   model file, format, sub-batches and CPU budget
 (G, opt-in with --gpu: C's pipeline with the TorchScript runner on KIND_GPU in fp16, for a GPU host.)
 
 Every served setup is a `release.ModelOptions`: C's candidates are dicts of its field names, and the
@@ -25,17 +27,17 @@ from typing import TYPE_CHECKING, Any
 from .. import layout
 from ..convert import load_manifest
 from ..release import SERVE, ModelOptions
-from .artifacts import CONVERSION
+from .artifacts import CONVERSION, allowed_formats
 from .procmon import MachineMonitor, loadavg
 from .scoring import CHOICE_RULE, choose_candidate
-from .servers import run_json, start_flask, start_triton, subprocess_env
+from .servers import run_json, start_flask, start_ray, start_triton, subprocess_env
 
 if TYPE_CHECKING:
     from .runner import Harness
 
 logger = logging.getLogger(__name__)
 
-SETUPS = ("A", "B", "C", "D")
+SETUPS = ("A", "B", "C", "D", "R")
 DESCRIPTIONS = {
     "A": "Flask dev server (app.run(threaded=True), one process), PyTorch eager, tokenizing per request; HTTP",
     "B": "Triton, TorchScript (python-backend runner on CPU), max_batch_size 1, client-side tokenization; gRPC "
@@ -44,11 +46,13 @@ DESCRIPTIONS = {
          "via the python-backend runner, settings chosen by measurement; gRPC raw text",
     "D": "the same ONNX Runtime session and model in-process, no server, best batch size (tokenization included)",
     "G": "Triton, ensemble, TorchScript runner on KIND_GPU in fp16 (python backend); gRPC raw text",
+    "R": "Ray Serve (peer): @serve.batch dynamic batching, C's ONNX Runtime model, format, sub-batches and CPU "
+         "budget (replicas x threads), raw text in, label out; HTTP",
 }
 
 #: What every candidate of C starts from (besides the served format): the python runner with 2 intra-op threads
 #: (the 2 cores) and a 5 ms queue delay. A candidate overrides any of it.
-C_BASE: dict[str, Any] = {"backend": "python", "threads": 2, "max_queue_delay_us": 5000}
+C_BASE: dict[str, Any] = {"backend": "python", "threads": 2, "max_queue_delay_us": 5000, "preprocessing": "python"}
 B_OPTIONS: dict[str, Any] = {"backend": "python", "format": "torchscript", "max_batch_size": 1, "instance_count": 1}
 G_OPTIONS: dict[str, Any] = {"backend": "python", "format": "torchscript", "instance_kind": "KIND_GPU", "fp16": True,
                              "max_batch_size": 64, "max_queue_delay_us": 2000, "instance_count": 1}
@@ -61,7 +65,8 @@ def default_candidates(max_batch_size: int = 64, fmt: str = "onnx") -> list[dict
     each dynamic batch by length and run it a few texts at a time (sub_batch_size); one candidate runs the
     whole batch at once, the GPU-style setting, for comparison. The int8 model is always served one row per run
     (its dynamic quantization would otherwise make a text's scores depend on its neighbours), so its candidates
-    vary the instances, threads and queue delay instead.
+    vary the instances, threads and queue delay instead. int8-static (fixed, calibrated scales) is batch-invariant
+    and gets fp32's sorted sub-batch candidates.
     """
     if fmt == "int8":
         # With 2 instances, a max_batch_size near the user count leaves one instance idle (one batch takes all
@@ -82,6 +87,25 @@ def default_candidates(max_batch_size: int = 64, fmt: str = "onnx") -> list[dict
         {"instance_count": 2, "threads": 1, "max_queue_delay_us": 5000, "max_batch_size": 32, "sub_batch_size": 2},
         {"instance_count": 1, "threads": 2, "max_queue_delay_us": 5000, "max_batch_size": 32, "sub_batch_size": 0},
     ]
+
+
+def c_candidates(runtime_format: str, allowed: list[str], native_ok: bool = False,
+                 max_batch_size: int = 64) -> list[dict[str, Any]]:
+    """Setup C's default search: the chosen runtime's candidates; where native preprocessing passed parity, the
+    two first of them with it; then the two first candidates of every other allowed int8 format (named with
+    `format`), so that the server-level measurement can prefer either."""
+    cands = default_candidates(max_batch_size, runtime_format)
+    if native_ok:
+        cands += [{**c, "preprocessing": "native"} for c in cands[:2]]
+    for fmt in allowed:
+        if fmt != runtime_format and fmt in layout.QUANTIZED_FORMATS:
+            cands += [{**c, "format": fmt} for c in default_candidates(max_batch_size, fmt)[:2]]
+    return cands
+
+
+def native_passed(h: Harness) -> bool:
+    """Whether this run's model passed native preprocessing parity in its conversion (its manifest says)."""
+    return bool((load_manifest(h.artifacts)["parity"].get("native") or {}).get("passed"))
 
 
 def served_rows_per_run(fmt: str, wanted: int) -> int:
@@ -187,9 +211,10 @@ def offline_parallel(h: Harness, fmt: str, plans: list[str], duration: float,
 
 
 def runtime_check(h: Harness) -> dict[str, Any]:
-    """Which ONNX Runtime variant is fastest here: offline, 32 sorted texts (fp32 2, int8 1 per run) x threads."""
+    """Which ONNX Runtime variant is fastest here: offline, 32 sorted texts (fp32 and int8-static 2, int8 1 per
+    run) x threads. Every format is measured; the choice is among those the int8 policy allows."""
     c = h.cfg
-    formats = ["onnx", "int8"]
+    formats = ["onnx", *layout.QUANTIZED_FORMATS]
     variants = [{"threads": 2, "inter_op": 1, "execution_mode": "sequential"}]
     if not c.tiny:
         variants += [{"threads": 1, "inter_op": 2, "execution_mode": "parallel"},
@@ -202,7 +227,7 @@ def runtime_check(h: Harness) -> dict[str, Any]:
             r = offline(h, fmt, [], c.runtime_check_duration, sorted_batches=[plan], **v)
             rows.append({"format": fmt, **v, "batches": plan, "throughput": r["best"]["throughput"]})
             logger.info("bench:   runtime %s %s: %.1f texts/s", fmt, v, rows[-1]["throughput"])
-    allowed = [r for r in rows if r["format"] == "onnx" or h.int8["allowed"]]
+    allowed = [r for r in rows if r["format"] in allowed_formats(h.int8)]
     # The python runner runs sequential sessions (inter_op 1): choose among those for serving.
     servable = [r for r in allowed if r["execution_mode"] == "sequential"]
     best = max(servable, key=lambda r: r["throughput"])
@@ -213,37 +238,48 @@ def runtime_check(h: Harness) -> dict[str, Any]:
 
 def setup_d(h: Harness, runtime: dict[str, Any]) -> dict[str, Any]:
     """The raw limit: one session with the chosen threads, and N one-thread sessions side by side (as C's N
-    instances), over batch sizes and sorted sub-batches. The best of all is D."""
+    instances), over batch sizes and sorted sub-batches. The best of all is D. When int8-static is allowed and is
+    not the chosen runtime, D measures its plans too (C's candidates include it)."""
     c = h.cfg
-    fmt = runtime["format"]
-    logger.info("bench: setup D (offline %s)", fmt)
+    formats = [runtime["format"]]
+    if "int8-static" in allowed_formats(h.int8) and "int8-static" not in formats:
+        formats.append("int8-static")
+    logger.info("bench: setup D (offline %s)", ", ".join(formats))
     h.loads.append(loadavg())
     machine = MachineMonitor().start()
-    r = offline(h, fmt, c.offline_batch_sizes, c.offline_duration, runtime["threads"], 1, "sequential",
-                c.offline_sorted_batches)
-    rows = [{**row, "processes": 1, "threads": runtime["threads"], "peak_rss_mb": r["peak_rss_mb"]}
-            for row in r["batch_sizes"]]
-    if c.offline_processes > 1 and c.offline_parallel_plans:
-        rows += offline_parallel(h, fmt, c.offline_parallel_plans, c.offline_duration, c.offline_processes)
+    rows = []
+    for fmt in formats:
+        r = offline(h, fmt, c.offline_batch_sizes, c.offline_duration, runtime["threads"], 1, "sequential",
+                    c.offline_sorted_batches)
+        rows += [{**row, "format": fmt, "processes": 1, "threads": runtime["threads"],
+                  "peak_rss_mb": r["peak_rss_mb"]} for row in r["batch_sizes"]]
+        if c.offline_processes > 1 and c.offline_parallel_plans:
+            rows += [{**row, "format": fmt}
+                     for row in offline_parallel(h, fmt, c.offline_parallel_plans, c.offline_duration,
+                                                 c.offline_processes)]
     foreign = machine.stop()
     h.foreign.append(foreign["foreign_cpu_cores"])
     for row in rows:
         rows_per_run = row["sub_batch_size"] or row["batch_size"]
-        row["batch_invariant"] = rows_per_run <= served_rows_per_run(fmt, rows_per_run)
-        logger.info("bench:   %d process(es) x %d thread(s), batch %d (sub-batch %d): %.1f texts/s",
+        row["batch_invariant"] = rows_per_run <= served_rows_per_run(row["format"], rows_per_run)
+        logger.info("bench:   %s %d process(es) x %d thread(s), batch %d (sub-batch %d): %.1f texts/s", row["format"],
                     row["processes"], row["threads"], row["batch_size"], row["sub_batch_size"], row["throughput"])
     best = max(rows, key=lambda x: x["throughput"])
     invariant = max((x for x in rows if x["batch_invariant"]), key=lambda x: x["throughput"])
     w = {"throughput": best["throughput"], "batch_size": best["batch_size"], "errors": 0,
          "sub_batch_size": best["sub_batch_size"], "processes": best["processes"], "threads": best["threads"],
+         "format": best["format"],
          "p50_ms": None, "p95_ms": None, "p99_ms": None, "batch_latency_ms": best["batch_latency_ms"],
          "model_only_throughput": best["model_only_throughput"], "avg_batch_size": best["batch_size"],
          "server_peak_rss_mb": best["peak_rss_mb"], "loadavg_1m": h.loads[-1], **foreign,
-         # For int8, the best plan that gives every text its own scores (one text per run), as C serves it.
-         "batch_invariant_throughput": invariant["throughput"]}
+         # The best plan that gives every text its own scores whatever it is batched with (dynamic int8: one text
+         # per run; fp32 and int8-static: any plan), as C serves them.
+         "batch_invariant_throughput": invariant["throughput"],
+         "batch_invariant_plan": {k: invariant[k] for k in ("format", "processes", "threads", "batch_size",
+                                                            "sub_batch_size")}}
     return {"w200": w, "batch_search": rows, "sweep": [], "server_peak_rss_mb": best["peak_rss_mb"],
-            "config": {"format": fmt, "best": {k: best[k] for k in ("processes", "threads", "batch_size",
-                                                                      "sub_batch_size")},
+            "config": {"formats": formats, "best": {k: best[k] for k in ("format", "processes", "threads",
+                                                                           "batch_size", "sub_batch_size")},
                        "inter_op_threads": 1, "tokenization": "included (batched fast tokenizer)"}}
 
 
@@ -252,7 +288,15 @@ def setup_d(h: Harness, runtime: dict[str, Any]) -> dict[str, Any]:
 def tune_c(h: Harness, fmt: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Measure each candidate briefly and choose one (CHOICE_RULE); without tuning, the first candidate."""
     c = h.cfg
-    cands = c.candidates or default_candidates(fmt=fmt)
+    allowed = allowed_formats(h.int8)
+    native_ok = native_passed(h)
+    cands = c.candidates or c_candidates(fmt, allowed, native_ok)
+    refused = [cand for cand in cands if cand.get("format", fmt) not in allowed
+               or (cand.get("preprocessing") == "native" and not native_ok)]
+    for cand in refused:
+        logger.warning("bench: setup C candidate %s skipped: the int8 policy does not allow its format, or native "
+                       "preprocessing failed parity for this model", cand)
+    cands = [cand for cand in cands if cand not in refused]
     if not c.tune:
         return cands[0], []
     rows = []
@@ -275,6 +319,7 @@ def setup_c(h: Harness, runtime: dict[str, Any]) -> dict[str, Any]:
     logger.info("bench: setup C (Triton ensemble, %s)", runtime["format"])
     chosen, search = tune_c(h, runtime["format"])
     opts = candidate_options(runtime["format"], chosen)
+    h.c_options = opts
     repo = h.build_repo("C", opts)
     srv = start_triton(repo, h.out / "logs" / "tritonserver-C.log", h.cfg.ready_timeout)
     try:
@@ -301,3 +346,43 @@ def setup_g(h: Harness) -> dict[str, Any]:
         srv.stop()
     res["config"] = options_report(opts)
     return res
+
+
+# --- R: the peer a user would pick instead -------------------------------------------------------------------
+
+def peer_config(h: Harness, opts: ModelOptions) -> dict[str, Any]:
+    """What setup R serves: C's model file (format), tokenizer, sub-batches and CPU budget (replicas x threads)."""
+    m = load_manifest(h.artifacts)
+    return {"model_file": str(h.artifacts / layout.FORMAT_FILES[opts.format]),
+            "tokenizer_file": str(h.artifacts / layout.TOKENIZER_DIR / "tokenizer.json"),
+            "max_length": m["max_length"], "pad_token_id": m["pad_token_id"], "labels": m["labels"],
+            "replicas": opts.instance_count, "threads": opts.threads or 1,
+            "sub_batch_size": opts.effective_sub_batch_size(), "max_text_bytes": opts.max_text_bytes}
+
+
+def setup_r(h: Harness, runtime: dict[str, Any]) -> dict[str, Any]:
+    """Ray Serve with C's chosen settings (or C's first candidate when C did not run)."""
+    from .ray_app import RAY_SETTINGS
+
+    opts = h.c_options or candidate_options(runtime["format"], (h.cfg.candidates or default_candidates(
+        fmt=runtime["format"]))[0])
+    if opts.format == "torchscript":
+        raise RuntimeError("setup R serves C's ONNX model; C serves TorchScript")
+    cfg = peer_config(h, opts)
+    logger.info("bench: setup R (Ray Serve, %s, %d replica(s) x %d thread(s))", opts.format, cfg["replicas"],
+                cfg["threads"])
+    srv = start_ray(cfg, h.out / "logs" / "ray-R.log", h.cfg.ready_timeout)
+    try:
+        res = h.measure_setup(srv, "http-text")
+    finally:
+        srv.stop()
+    res["config"] = {**{k: v for k, v in cfg.items() if k not in ("labels",)}, "format": opts.format,
+                     "ray_serve": RAY_SETTINGS, "ray_version": _ray_version(),
+                     "as_c": options_report(opts)["build_repo"]}
+    return res
+
+
+def _ray_version() -> str:
+    import ray
+
+    return str(ray.__version__)

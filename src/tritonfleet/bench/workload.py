@@ -10,7 +10,7 @@ from typing import Any
 from .. import layout
 
 # Plain review/chat sentences; the generator walks through their words so texts read like English.
-_TEXT = """\
+ENGLISH_TEXT = """\
 I love this phone, the battery lasts all day and the camera is great.
 The movie was far too long and the ending made no sense at all.
 Ok, let's see tomorrow if the weather is better for the trip.
@@ -32,7 +32,7 @@ The museum was quiet on Monday morning, a good time to visit.
 Honestly the game is fun with friends but boring when you play alone.
 The report is due on Friday, please send me your comments before then.
 """
-_SENTENCES = _TEXT.split()
+_SENTENCES = ENGLISH_TEXT.split()
 
 
 def make_texts(tokenizer_file: Path, count: int = 512, min_tokens: int = 5, max_tokens: int = 60,
