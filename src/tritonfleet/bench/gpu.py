@@ -449,8 +449,7 @@ def offline_torch(cfg: GpuBenchConfig, model_file: Path, tokenizer_file: Path, t
 def run(cfg: GpuBenchConfig) -> dict[str, Any]:
     """The whole GPU benchmark into cfg.output (see the module doc); returns the report it wrote."""
     from .. import layout
-    from ..convert import convert, load_manifest
-    from ..random_model import make_random_model
+    from ..convert import load_manifest
     from ..release import ModelOptions
     from ..serve import TritonServer, free_ports
     from . import workload
@@ -490,12 +489,13 @@ def run(cfg: GpuBenchConfig) -> dict[str, Any]:
             os.environ.update(env)
             report["carry"] = env
     model_dir, art = work / "model" / cfg.preset, work / "artifacts" / cfg.preset
-    with step(f"build the random {cfg.preset} model"):
-        if not (model_dir / "config.json").is_file():
-            make_random_model(model_dir, cfg.preset)
-    with step("convert to TorchScript"):
-        if not (art / layout.MANIFEST_FILE).is_file():
-            convert(str(model_dir), art, ModelOptions(formats=("torchscript",), format="torchscript"))
+    with step(f"build the random {cfg.preset} model, convert it to TorchScript"):
+        # In a fresh process with only the project on its path: torch in the benchmark's own process, once the
+        # carried packages are imported, crashed (SIGSEGV) on the H200 host.
+        report["model"] = _in_clean_process(["model", "--model-dir", str(model_dir), "--artifacts", str(art),
+                                             "--preset", cfg.preset, "--device",
+                                             "cuda" if cfg.kind == "KIND_GPU" else "cpu"]
+                                            + (["--fp16"] if cfg.fp16 and cfg.kind == "KIND_GPU" else []))
     manifest = load_manifest(art)
     opts = ModelOptions(formats=("torchscript",), format="torchscript", backend="python", instance_kind=cfg.kind,
                         fp16=cfg.fp16, instance_count=cfg.instances, tokenizer_instance_count=cfg.tokenizer_instances,
@@ -542,15 +542,64 @@ def run(cfg: GpuBenchConfig) -> dict[str, Any]:
     report["targets"] = targets(report)
     report["elapsed_s"] = round(time.time() - t_start, 1)
     save()
-    try:
-        plot(report, out / "gpu-bench.png")
-    except (ImportError, ValueError) as exc:
+    try:  # in a fresh process too: matplotlib after the carried packages crashed on the H200 host
+        _in_clean_process(["plot", str(out)])
+    except RuntimeError as exc:
         print(f"gpu-bench: no PNG here ({exc}): render it with `scripts/gpu-bench.sh plot DIR`", flush=True)
     _trim_log(server_log)
     files = sorted(p.name for p in out.iterdir())
     if len(files) > MAX_OUTPUT_FILES:
         raise RuntimeError(f"{out} holds {len(files)} files; a device call brings back {MAX_OUTPUT_FILES}")
     return report
+
+
+def _in_clean_process(args: list[str]) -> dict[str, Any]:
+    """`python -m tritonfleet.bench.gpu ARGS` with only the project's sources on PYTHONPATH; its last line (JSON)."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-m", "tritonfleet.bench.gpu", *args], env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
+    print(proc.stdout[-3000:], end="", flush=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{args[0]} exited with {proc.returncode}")
+    lines = proc.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+
+
+def prepare_model(model_dir: Path, artifacts: Path, preset: str, device: str, fp16: bool) -> dict[str, Any]:
+    """The random model and its TorchScript export (parity checked on the CPU). For a GPU, the export is then traced
+    again on the device, in fp16 if asked: a CPU trace of RoBERTa bakes the CPU device into its graph, and an fp32
+    trace its float constants, so neither runs on CUDA in fp16. That trace is checked against eager on the device."""
+    import torch
+
+    from ..adapter import ModelTorchTraceAdapter
+    from ..convert import convert, load_manifest, load_model
+    from ..random_model import make_random_model
+    from ..release import ModelOptions
+
+    if not (model_dir / "config.json").is_file():
+        make_random_model(model_dir, preset)
+    if not (artifacts / "manifest.json").is_file():
+        convert(str(model_dir), artifacts, ModelOptions(formats=("torchscript",), format="torchscript"))
+    info: dict[str, Any] = {"traced_on": "cpu", "dtype": "fp32"}
+    if device == "cuda":
+        model, _ = load_model(str(model_dir))
+        model = model.cuda().eval()
+        if fp16:
+            model = model.half()
+        vocab = int(load_manifest(artifacts)["vocab_size"])
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, vocab, (2, 100), generator=gen).cuda()
+        mask = torch.ones_like(ids)
+        with torch.no_grad():
+            traced = torch.jit.trace(ModelTorchTraceAdapter(model), (ids, mask), check_trace=False)
+            short = (ids[:, :37], mask[:, :37])
+            diff = float((traced(*short).float() - model(input_ids=short[0], attention_mask=short[1]).logits.float())
+                         .abs().max())
+        if diff > 1e-3:
+            raise RuntimeError(f"the {device} trace differs from eager on the device by {diff}")
+        torch.jit.save(traced, str(artifacts / "model.pt"))
+        info = {"traced_on": device, "dtype": "fp16" if fp16 else "fp32", "max_abs_logit_diff_vs_eager": diff}
+    return info
 
 
 def targets(report: dict[str, Any]) -> dict[str, Any]:
@@ -616,6 +665,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a GpuBenchConfig field, e.g. --set duration=30 --set 'sweep=[1,64,1024]'")
     s = sub.add_parser("plot", help="render gpu-bench.png from DIR/gpu-bench.json")
     s.add_argument("dir", type=Path)
+    s = sub.add_parser("model", help="(run's first step) the random model and its TorchScript for the device")
+    s.add_argument("--model-dir", type=Path, required=True)
+    s.add_argument("--artifacts", type=Path, required=True)
+    s.add_argument("--preset", required=True)
+    s.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    s.add_argument("--fp16", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stdout)
@@ -624,6 +679,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "plot":
         plot(json.loads((args.dir / "gpu-bench.json").read_text()), args.dir / "gpu-bench.png")
+        return 0
+    if args.command == "model":
+        print(json.dumps(prepare_model(args.model_dir, args.artifacts, args.preset, args.device, args.fp16)))
         return 0
     cfg = GpuBenchConfig.tiny(args.out) if args.command == "dry-run" else GpuBenchConfig(output=args.out)
     cfg.carry = args.carry
