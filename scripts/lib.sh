@@ -6,6 +6,9 @@
 # Run from the project root.
 
 TRITONFLEET_INVENTORY=${TRITONFLEET_INVENTORY:-inventories/local}
+# The CA the load balancer's TLS certificate chains to: the fleet's own (playbooks/group_vars/all.yml,
+# tritonfleet_pki_dir), made by the load_balancer role on the controller.
+TRITONFLEET_CA=${TRITONFLEET_CA:-build/pki/ca.crt}
 
 image() {
   local value

@@ -11,15 +11,18 @@ export no_proxy="*" NO_PROXY="*"
 RECORD=${TRITONFLEET_DEPLOY_RECORD:-build/deployed/local.json}
 
 status=0
-smoke() {  # NAME ADDRESS [--host HOST]: the release the record names for HOST (default: the whole fleet)
-  local name=$1 address=$2 release id
-  shift 2
-  release=$(tritonfleet release deployed "$RECORD" "$@" --field path)
-  id=$(tritonfleet release deployed "$RECORD" "$@" --field id)
+smoke() {  # NAME ADDRESS RECORD-ARGS [SMOKE-TEST-ARGS...]: the release the record names (--host HOST, or "")
+  local name=$1 address=$2 who=$3 release id
+  shift 3
+  read -r -a who <<<"$who"
+  release=$(tritonfleet release deployed "$RECORD" "${who[@]}" --field path)
+  id=$(tritonfleet release deployed "$RECORD" "${who[@]}" --field id)
   echo
-  echo "=== smoke test: $name ($address:8001, gRPC), release ${id:0:12} ==="
-  tritonfleet smoke-test --url "$address:8001" --protocol grpc --release "$release" || status=1
+  echo "=== smoke test: $name ($address:8001, gRPC$([ $# -gt 0 ] && echo ", TLS, public")), release ${id:0:12} ==="
+  tritonfleet smoke-test --url "$address:8001" --protocol grpc --release "$release" "$@" || status=1
 }
-for host in $(inventory_hosts triton_servers); do smoke "$host" "$(fleet_address "$host")" --host "$host"; done
-for host in $(inventory_hosts load_balancers); do smoke "load balancer on $host" "$(fleet_address "$host")"; done
+for host in $(inventory_hosts triton_servers); do smoke "$host" "$(fleet_address "$host")" "--host $host"; done
+for host in $(inventory_hosts load_balancers); do
+  smoke "load balancer on $host" "$(fleet_address "$host")" "" --public --ca-file "$TRITONFLEET_CA"
+done
 exit $status

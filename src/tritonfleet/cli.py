@@ -147,7 +147,7 @@ def cmd_release_record(args: argparse.Namespace) -> int:
 def cmd_release_deployed(args: argparse.Namespace) -> int:
     from .release import deployed
 
-    release = deployed(args.record, args.host)
+    release = deployed(args.record, args.host, previous=args.previous)
     if args.field:
         print(release.as_json()[args.field])
     else:
@@ -182,7 +182,7 @@ def cmd_smoke_test(args: argparse.Namespace) -> int:
         raise UsageError("give --release DIR (every model of a release) or --golden FILE (one model, --model)")
     return run_smoke_test(args.url, args.golden, protocol=args.protocol, timeout=args.timeout,
                           tolerance=args.tolerance, variant=args.variant, json_out=args.json, release=args.release,
-                          model=args.model)
+                          model=args.model, public=args.public, ca_file=args.ca_file)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -191,7 +191,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not texts:
         raise UsageError("no text given (pass texts as arguments or one per line on stdin)")
-    preds = TextClient(args.url, args.protocol, args.timeout, model=args.model).predict(texts)
+    preds = TextClient(args.url, args.protocol, args.timeout, model=args.model, ca_file=args.ca_file).predict(texts)
     if args.json:
         print(json.dumps([p.__dict__ for p in preds], ensure_ascii=False, indent=2))
         return 0
@@ -320,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = rsub.add_parser("deployed", help="the release a host (default: the fleet) serves, from the deploy record")
     s.add_argument("record", type=Path)
     s.add_argument("--host")
+    s.add_argument("--previous", action="store_true", help="the release it served before the current one")
     s.add_argument("--field", choices=("path", "id", "key"), help="print just this field")
     s.set_defaults(func=cmd_release_deployed)
 
@@ -338,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--protocol", choices=("grpc", "http"), default="grpc")
         s.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
         s.add_argument("--model", default=layout.DEFAULT_MODEL_NAME, help="the model (ensemble) to call")
+        s.add_argument("--ca-file", type=Path, help="speak TLS, trusting this CA (a load balancer's certificate)")
 
     s = sub.add_parser("smoke-test", help="check a server against a release's golden files; exit 0 or 1")
     client_args(s)
@@ -347,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--variant", choices=("fp32", "int8"),
                    help="golden outputs to compare with (default: what the server says its classifier serves)")
     s.add_argument("--json", type=Path, help="also write the checks as JSON")
+    s.add_argument("--public", action="store_true",
+                   help="through a load balancer: the models' internal steps must be refused, not ready")
     s.set_defaults(func=cmd_smoke_test)
 
     s = sub.add_parser("predict", help="the article's client: text in, label and scores out")

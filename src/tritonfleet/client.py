@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,24 +64,36 @@ def _one_line(exc: BaseException) -> str:
 class TextClient:
     """Wraps tritonclient's gRPC and HTTP clients behind one interface and one-line errors."""
 
-    def __init__(self, url: str, protocol: str = "grpc", timeout: float = 30.0, model: str | None = None) -> None:
+    def __init__(self, url: str, protocol: str = "grpc", timeout: float = 30.0, model: str | None = None,
+                 ca_file: Path | None = None, headers: dict[str, str] | None = None) -> None:
+        """`ca_file`: speak TLS, trusting that CA (a load balancer's certificate); `headers`: sent with every call
+        (e.g. the admin key a server wants for its restricted APIs)."""
         self.protocol = protocol
         self.url = normalize_url(url, protocol)
         self.timeout = timeout
         self.model = model or layout.MODELS.ensemble
+        self.headers = dict(headers or {})
         self._mod = _module(protocol)
         try:
             if protocol == "grpc":
-                self._client = self._mod.InferenceServerClient(self.url)
+                if ca_file is not None:
+                    Path(ca_file).read_bytes()  # one clear error for a missing file, before the client's own
+                self._client = self._mod.InferenceServerClient(self.url, ssl=ca_file is not None,
+                                                               root_certificates=str(ca_file) if ca_file else None)
             else:
                 self._client = self._mod.InferenceServerClient(
-                    self.url, connection_timeout=timeout, network_timeout=timeout)
+                    self.url, connection_timeout=timeout, network_timeout=timeout, ssl=ca_file is not None,
+                    ssl_options={"ca_certs": str(ca_file)} if ca_file else None)
+        except OSError as exc:
+            raise ClientError(f"cannot read the CA file {ca_file}: {exc.strerror}") from None
         except Exception as exc:  # noqa: BLE001 - tritonclient raises several types; report one line
             raise ClientError(f"cannot create a {protocol} client for {self.url}: {_one_line(exc)}") from None
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if self.protocol == "grpc":
             kwargs.setdefault("client_timeout", self.timeout)
+        if self.headers:
+            kwargs.setdefault("headers", self.headers)
         try:
             return fn(*args, **kwargs)
         except (TimeoutError, ConnectionError, OSError) as exc:

@@ -145,6 +145,10 @@ class ModelOptions:
     max_batch_size: int = _option(64, "max_batch_size of the model's Triton models", SERVE)
     preferred_batch_sizes: tuple[int, ...] = _option((), "dynamic batcher's preferred batch sizes", SERVE)
     max_queue_delay_us: int = _option(2000, "dynamic batcher's queue delay (microseconds)", SERVE)
+    max_queue_size: int = _option(
+        1024, "requests a step may queue; past it Triton refuses at once (UNAVAILABLE; 0: unbounded)", SERVE)
+    queue_timeout_us: int = _option(
+        0, "a request that waited this long in a step's queue is refused (microseconds; 0: no limit)", SERVE)
     instance_count: int = _option(1, "instances of the classifier", SERVE)
     instance_kind: str = _option("KIND_CPU", "instance kind of the classifier", SERVE, INSTANCE_KINDS)
     tokenizer_instance_count: int = _option(1, "instances of the tokenizer", SERVE)
@@ -254,6 +258,8 @@ class ModelOptions:
             fail("tensorrt needs the onnxruntime backend on KIND_GPU")
         if self.max_text_bytes < 1 or self.max_length < 0 or self.threads < 0:
             fail("max_text_bytes must be positive, max_length and threads not negative")
+        if self.max_queue_size < 0 or self.queue_timeout_us < 0:
+            fail("max_queue_size and queue_timeout_us must not be negative (0: no limit)")
 
     def effective_sub_batch_size(self) -> int:
         """The python runner's texts per run: the explicit value, else 1 for int8 and 0 (one run) otherwise."""
@@ -710,11 +716,17 @@ def read_record(record: Path) -> dict[str, Any]:
     return {"fleet": list(data.get("fleet", [])), "hosts": dict(data.get("hosts", {}))}
 
 
-def deployed(record: Path, host: str | None = None) -> Release:
-    """The release the record says `host` (None: the fleet) serves, opened and verified."""
+def deployed(record: Path, host: str | None = None, previous: bool = False) -> Release:
+    """The release the record says `host` (None: the fleet) serves, opened and verified; with `previous`, the one
+    it served before (a rollback activates it again)."""
     data = read_record(record)
     history = data["fleet"] if host is None else data["hosts"].get(host, [])
+    who = "the fleet" if host is None else host
     if not history:
-        who = "the fleet" if host is None else host
         raise ReleaseError(f"{record}: no release was deployed to {who} yet")
+    if previous:
+        older = [e for e in history if e["id"] != history[0]["id"]]
+        if not older:
+            raise ReleaseError(f"{record}: {who} has served no other release before {history[0]['id'][:12]}")
+        return Release.open(Path(older[0]["path"]))
     return Release.open(Path(history[0]["path"]))

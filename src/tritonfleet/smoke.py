@@ -3,6 +3,8 @@
 Checks, in order: server live, server ready; then for every model of the release (or the one model given with
 its golden file): each of its Triton models ready, the ensemble's metadata, each golden text alone, all golden
 texts as batches, and that an empty text is refused with INVALID_ARG; last, the server is still ready.
+Through a load balancer (`public`), only the models' ensembles are reachable: their internal steps must be
+refused (HTTP 403, gRPC PERMISSION_DENIED) instead of ready.
 Prints a table; `run_smoke_test` returns 0 when every check passed, 1 otherwise.
 """
 
@@ -48,9 +50,15 @@ def served_variant(client: TextClient, name: str = layout.DEFAULT_MODEL_NAME) ->
     return "int8" if model_file == layout.ONNX_INT8_FILE else "fp32"
 
 
+def refused(status: str | None) -> bool:
+    """A load balancer's refusal: HTTP 403 or gRPC PERMISSION_DENIED."""
+    return status is not None and ("403" in status or "PERMISSION_DENIED" in status)
+
+
 def model_checks(client: TextClient, name: str, gold: g.GoldenFile, tolerance: float,
-                 variant: str | None, prefix: str = "") -> list[Check]:
-    """The checks of one model `name` against its golden file; `variant` None: the variant the server serves."""
+                 variant: str | None, prefix: str = "", public: bool = False) -> list[Check]:
+    """The checks of one model `name` against its golden file; `variant` None: the variant the server serves.
+    `public`: through a load balancer, where the internal steps must be refused."""
     checks: list[Check] = []
 
     def add(check: str, ok: bool, detail: str = "") -> bool:
@@ -58,8 +66,16 @@ def model_checks(client: TextClient, name: str, gold: g.GoldenFile, tolerance: f
         return ok
 
     names = layout.model_names(name)
-    for triton_name in names.all():
-        add(f"model {triton_name} ready", client.model_ready(triton_name))
+    add(f"model {names.ensemble} ready", client.model_ready(names.ensemble))
+    for triton_name in names.steps():
+        if not public:
+            add(f"model {triton_name} ready", client.model_ready(triton_name))
+            continue
+        try:
+            client.model_ready(triton_name)
+            add(f"step {triton_name} refused", False, "the internal step answers through the load balancer")
+        except ClientError as exc:
+            add(f"step {triton_name} refused", refused(exc.status), f"{exc.status}")
     if variant is None:
         variant = served_variant(client, name)
         if variant != "fp32" and not any(variant in e.variants for e in gold.entries):
@@ -98,17 +114,18 @@ def model_checks(client: TextClient, name: str, gold: g.GoldenFile, tolerance: f
     return checks
 
 
-def run_checks(client: TextClient, targets: list[tuple[str, g.GoldenFile]], tolerance: float,
-               variant: str | None) -> list[Check]:
-    """Every check against the server, for every (model name, golden file) target."""
+def run_checks(client: TextClient, targets: list[tuple[str, g.GoldenFile, str | None]], tolerance: float,
+               variant: str | None, public: bool = False) -> list[Check]:
+    """Every check against the server, for every (model name, golden file, variant it serves) target."""
     checks = [Check("server live", client.live(), "")]
     if not checks[0].ok:
         return checks
     checks.append(Check("server ready", client.ready(), ""))
     if not checks[-1].ok:
         return checks
-    for name, gold in targets:
-        checks += model_checks(client, name, gold, tolerance, variant, f"{name}: " if len(targets) > 1 else "")
+    for name, gold, served in targets:
+        checks += model_checks(client, name, gold, tolerance, variant or served,
+                               f"{name}: " if len(targets) > 1 else "", public)
     checks.append(Check("server ready after bad input", client.ready(), ""))
     return checks
 
@@ -124,30 +141,34 @@ def print_table(checks: list[Check], url: str, protocol: str, models: list[str],
     print(f"{len(checks) - failed}/{len(checks)} checks passed" + (f", {failed} FAILED" if failed else ""), file=out)
 
 
-def targets_of(release: Path | None, golden_file: Path | None, model: str) -> list[tuple[str, g.GoldenFile]]:
-    """What to check: every model of the release at `release`, or `model` against `golden_file`."""
+def targets_of(release: Path | None, golden_file: Path | None,
+               model: str) -> list[tuple[str, g.GoldenFile, str | None]]:
+    """What to check: every model of the release at `release` (with the variant the release says it serves), or
+    `model` against `golden_file` (the variant is then read from the server)."""
     if release is not None:
         rel = Release.open(release)
-        return [(m.name, g.GoldenFile.load(rel.golden_file(m.name))) for m in rel.models]
+        return [(m.name, g.GoldenFile.load(rel.golden_file(m.name)), m.variant) for m in rel.models]
     if golden_file is None:
         raise ValueError("give a release or a golden file")
-    return [(model, g.GoldenFile.load(golden_file))]
+    return [(model, g.GoldenFile.load(golden_file), None)]
 
 
 def run_smoke_test(url: str, golden_file: Path | None = None, protocol: str = "grpc", timeout: float = 30.0,
                    tolerance: float = 1e-3, variant: str | None = None, json_out: Path | None = None,
                    out: TextIO | None = None, release: Path | None = None,
-                   model: str = layout.DEFAULT_MODEL_NAME) -> int:
-    """Check the server at `url` against a release (every model) or one model's golden file; 0 when all pass."""
+                   model: str = layout.DEFAULT_MODEL_NAME, public: bool = False,
+                   ca_file: Path | None = None) -> int:
+    """Check the server at `url` against a release (every model) or one model's golden file; 0 when all pass.
+    `public`: through a load balancer (internal steps must be refused); `ca_file`: over TLS."""
     out = out or sys.stdout
     try:
         targets = targets_of(release, golden_file, model)
-        client = TextClient(url, protocol, timeout)
-        checks = run_checks(client, targets, tolerance, variant)
+        client = TextClient(url, protocol, timeout, ca_file=ca_file)
+        checks = run_checks(client, targets, tolerance, variant, public)
     except TritonfleetError as exc:
         print(f"smoke-test: {exc}", file=sys.stderr)
         return 1
-    print_table(checks, client.url, protocol, [name for name, _ in targets], out)
+    print_table(checks, client.url, protocol, [name for name, _, _ in targets], out)
     if json_out:
         json_out.write_text(json.dumps([c.__dict__ for c in checks], indent=2) + "\n")
     client.close()

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -127,3 +128,64 @@ def host_address(host: str) -> str:
         capture_output=True,
         text=True,
     ).stdout.split()[0]
+
+
+# --- the hardened fleet: TLS at the load balancer, the admin key, load --------------------------------------
+
+#: What the load balancer's certificate chains to, and the admin key of the servers' restricted APIs (both made
+#: by the playbooks on the controller for the local fleet).
+CA_FILE = ROOT / "build" / "pki" / "ca.crt"
+SECRETS = ROOT / "build" / "secrets"
+BALANCER = inventory_group("load_balancers")[0]
+
+
+def admin_key() -> str:
+    """The servers' admin key (the password lookup's file: the key, then maybe ` salt=...`)."""
+    return (SECRETS / "triton-admin-key").read_text().split()[0]
+
+
+class Load:
+    """Closed-loop gRPC users against the load balancer (TLS) in a background process: tritonfleet's load
+    generator. `result()` waits and returns its JSON (sent_total, errors_total, error_statuses, p99_ms, ...)."""
+
+    def __init__(self, users: int, duration: float, texts: Path, model: str = "sentiment", timeout: float = 60,
+                 target: str | None = None, ca_file: Path | None = CA_FILE) -> None:
+        self.url = target or f"{host_address(BALANCER)}:8001"
+        cmd = [str(VENV_BIN / "python"), "-m", "tritonfleet.bench.loadgen", "--mode", "grpc-text", "--url",
+               self.url, "--data", str(texts), "--users", str(users), "--duration", str(duration),
+               "--warmup", "0", "--timeout", str(timeout), "--model", model]
+        if ca_file:
+            cmd += ["--ca-file", str(ca_file)]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=playbook_env() | {"no_proxy": "*", "NO_PROXY": "*"},
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.duration = duration
+
+    def stop(self) -> dict:
+        """End the load now (the users finish their requests in flight) and return the result."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.result()
+
+    def result(self) -> dict:
+        out, err = self.proc.communicate(timeout=self.duration + 300)
+        assert self.proc.returncode == 0, f"the load generator failed: {err[-2000:]}"
+        result = json.loads(out.strip().splitlines()[-1])
+        print(f"load on {self.url}: sent {result['sent_total']}, failed {result['errors_total']} "
+              f"{result['error_statuses']}, p99 {result['p99_ms']} ms, {result['throughput']}/s")
+        return result
+
+
+def container_memory_mb(host: str, container: str = "tritonserver") -> float:
+    """The resident memory of a container on a fleet host, from `docker stats` (MiB)."""
+    usage = fleet_docker(host, "stats", "--no-stream", "--format", "{{.MemUsage}}", container).split("/")[0].strip()
+    value, unit = re.match(r"([0-9.]+)\s*([A-Za-z]+)", usage).groups()
+    return float(value) * {"B": 1 / 2**20, "KiB": 1 / 1024, "kB": 1 / 1024, "MiB": 1, "MB": 1, "GiB": 1024,
+                           "GB": 1024}[unit]
+
+
+def load_texts(folder: Path) -> Path:
+    """The texts the load sends: the demo models' held-out texts, as the load generator reads them."""
+    from tritonfleet.demo import TASKS
+
+    path = folder / "texts.json"
+    path.write_text(json.dumps({"texts": [t for task in TASKS.values() for t, _ in task.held_out]}))
+    return path

@@ -24,10 +24,12 @@ from fleetlib import (
     RECORD,
     ROOT,
     SERVERS,
+    Load,
     PlaybookRun,
     ansible_playbook,
     fleet_docker,
     host_address,
+    load_texts,
     playbook_command,
     playbook_env,
     save_log,
@@ -83,28 +85,49 @@ def test_check_diff_on_converged_fleet_reports_no_changes():
     assert changed == {}, f"--check --diff reports changes: {changed}"
 
 
-# --- a release replaced, then deployed again ----------------------------------------------------------------
+# --- a release replaced, then deployed again, under load -----------------------------------------------------
+
+#: Release Y: another max_batch_size (a serving option: a new release from the cached conversions).
+OTHER_OPTIONS = json.dumps({"model_conversion_options": {"max_batch_size": 16}})
+USERS = 50
 
 
-def test_redeploying_an_earlier_release_serves_and_checks_that_release():
-    """Release X (the inventory's), then Y (another max_batch_size: a new release from the cached conversions),
-    then X again. The deploy record, each host's `current` link, testinfra and the printed smoke tests all name X.
-    (Before the release contract the newest files on the controller were taken for "the deployed release": after
-    this sequence 6 testinfra checks compared the fleet with Y.)"""
+@pytest.fixture(scope="module")
+def revert(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Release X (the inventory's), then Y, then X again: each rollout under USERS users through the load
+    balancer. Returns the releases and the loads."""
+    texts = load_texts(tmp_path_factory.mktemp("load"))
     x = fleet_release()
-    y_run = ansible_playbook("convert.yml", "-e", json.dumps({"model_conversion_options": {"max_batch_size": 16}}),
-                             log_name="revert-1-convert-y")
-    assert y_run.returncode == 0, y_run.output[-3000:]
-    run = ansible_playbook("deploy.yml", "-e", json.dumps({"model_conversion_options": {"max_batch_size": 16}}),
-                           log_name="revert-2-deploy-y")
+    run = ansible_playbook("convert.yml", "-e", OTHER_OPTIONS, log_name="revert-1-convert-y")
+    assert run.returncode == 0, run.output[-3000:]
+    load = Load(USERS, 1800, texts)
+    run = ansible_playbook("deploy.yml", "-e", OTHER_OPTIONS, log_name="revert-2-deploy-y")
+    to_y = load.stop()
     assert run.returncode == 0, run.output[-3000:]
     y = fleet_release()
+    y_ids = {host: current_release_id(host) for host in SERVERS}
+    load = Load(USERS, 1800, texts)
+    run = ansible_playbook("deploy.yml", log_name="revert-3-deploy-x-again")
+    back_to_x = load.stop()
+    assert run.returncode == 0, run.output[-3000:]
+    return {"x": x, "y": y, "y_ids": y_ids, "loads": {"X to Y": to_y, "Y to X": back_to_x}}
+
+
+def test_rolling_deploys_under_load_lose_no_request(revert):
+    """Each server is drained at the load balancer before its Triton restarts and put back after its smoke test."""
+    failed = {name: (load["errors_total"], load["error_statuses"]) for name, load in revert["loads"].items()}
+    assert all(load["sent_total"] > 100 for load in revert["loads"].values()), revert["loads"]
+    assert failed == {"X to Y": (0, {}), "Y to X": (0, {})}
+
+
+def test_redeploying_an_earlier_release_serves_and_checks_that_release(revert):
+    """After X, Y, X the deploy record, each host's `current` link, testinfra and the printed smoke tests all name
+    X. (Before the release contract the newest files on the controller were taken for "the deployed release":
+    after this sequence 6 testinfra checks compared the fleet with Y.)"""
+    x, y = revert["x"], revert["y"]
     assert y.key != x.key and y.id != x.id
     assert {m.options["max_batch_size"] for m in y.models} == {16}
-    assert {host: current_release_id(host) for host in SERVERS} == dict.fromkeys(SERVERS, y.id)
-
-    run = ansible_playbook("deploy.yml", log_name="revert-3-deploy-x-again")
-    assert run.returncode == 0, run.output[-3000:]
+    assert revert["y_ids"] == dict.fromkeys(SERVERS, y.id)
     assert fleet_release().id == x.id
     assert {host: deployed(RECORD, host).id for host in SERVERS} == dict.fromkeys(SERVERS, x.id)
     assert {host: current_release_id(host) for host in SERVERS} == dict.fromkeys(SERVERS, x.id)
@@ -112,8 +135,7 @@ def test_redeploying_an_earlier_release_serves_and_checks_that_release():
     assert y.path.stat().st_mtime >= x.path.stat().st_mtime
 
     infra = subprocess.run([str(ROOT / ".venv" / "bin" / "pytest"), "-p", "no:cacheprovider", "-q", "-m", "deploy",
-                            "tests/infra",
-                            "--hosts=ansible://triton_servers", f"--ansible-inventory={INVENTORY}"],
+                            "tests/infra", "--hosts=ansible://triton_servers", f"--ansible-inventory={INVENTORY}"],
                            cwd=ROOT, capture_output=True, text=True, env=playbook_env())
     assert infra.returncode == 0, infra.stdout[-3000:]
     printed = subprocess.run([str(ROOT / "scripts" / "smoke-fleet.sh")], cwd=ROOT, capture_output=True, text=True,

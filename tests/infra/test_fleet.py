@@ -41,9 +41,19 @@ def test_repository_mount_is_read_only(triton):
     assert mounts.get("/models") is False
 
 
-@pytest.mark.parametrize("name,port", sorted(PORTS.items()))
-def test_port_is_listening(host, name, port):
-    assert host.socket(f"tcp://0.0.0.0:{port}").is_listening, name
+@pytest.mark.parametrize("name", ["http", "grpc"])
+def test_inference_port_is_listening(host, name):
+    assert host.socket(f"tcp://0.0.0.0:{PORTS[name]}").is_listening, name
+
+
+def test_metrics_port_is_published_on_the_internal_address_only(host):
+    assert not host.socket(f"tcp://0.0.0.0:{PORTS['metrics']}").is_listening
+    assert host.socket(f"tcp://{internal_address(host)}:{PORTS['metrics']}").is_listening
+
+
+def internal_address(host) -> str:
+    """The address of the default route (what Ansible's default_ipv4 is), not docker0's."""
+    return host.check_output("ip -4 route get 1.1.1.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'")
 
 
 def test_current_release_is_a_symlink(host):
@@ -80,8 +90,7 @@ def test_every_triton_model_of_the_release_is_ready(host, release):
 
 
 def test_health_ready_returns_200_from_the_controller(host):
-    # The address of the default route (what Ansible's default_ipv4 is), not docker0's.
-    address = host.check_output("ip -4 route get 1.1.1.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'")
+    address = internal_address(host)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"http://{address}:{PORTS['http']}/v2/health/ready", timeout=10) as response:
         assert response.status == 200

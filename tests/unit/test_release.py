@@ -265,9 +265,13 @@ def test_the_record_says_what_each_host_and_the_fleet_serve(built, tiny_model, t
     assert deployed(record, "host-2").id == first.id
     assert deployed(record).id == first.id
     assert [e["id"] for e in read_record(record)["hosts"]["host-1"]] == [second.id, first.id]
+    assert deployed(record, "host-1", previous=True).id == first.id
     # Going back is one more activation, not a guess from file times.
     record_deploy(record, first, "host-1")
     assert deployed(record, "host-1").id == first.id
+    assert deployed(record, "host-1", previous=True).id == second.id
+    with pytest.raises(ReleaseError, match="no other release"):
+        deployed(record, "host-2", previous=True)
 
 
 def test_the_record_of_a_fleet_never_deployed_is_a_clear_error(tmp_path):

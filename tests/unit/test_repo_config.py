@@ -183,3 +183,20 @@ def test_failed_build_leaves_the_previous_repository(tiny_artifacts, tmp_path):
         build_repository([(N.ensemble, broken, options(max_batch_size=4))], repo)
     assert {p.relative_to(repo): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken-artifacts", "repo"]
+
+
+@pytest.mark.parametrize(("size", "timeout_us"), [(64, 0), (0, 500000), (16, 250000)])
+def test_every_step_bounds_its_queue(tiny_artifacts, size, timeout_us):
+    """Load shedding inside Triton: past max_queue_size (or after queue_timeout_us) a step refuses at once."""
+    manifest = json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text())
+    configs = render_configs(manifest, options(max_queue_size=size, queue_timeout_us=timeout_us))
+    for name in N.steps():
+        policy = parse_config(configs[name]).dynamic_batching.default_queue_policy
+        assert (policy.max_queue_size, policy.default_timeout_microseconds) == (size, timeout_us), name
+        assert policy.timeout_action == mc.ModelQueuePolicy.REJECT and not policy.allow_timeout_override
+
+
+def test_an_unbounded_queue_has_no_policy(tiny_artifacts):
+    manifest = json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text())
+    configs = render_configs(manifest, options(max_queue_size=0, queue_timeout_us=0))
+    assert not parse_config(configs[N.tokenizer]).dynamic_batching.HasField("default_queue_policy")

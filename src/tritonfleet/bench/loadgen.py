@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 from typing import Any
@@ -38,6 +39,7 @@ class Stats:
         self.errors = 0
         self.errors_total = 0
         self.error_samples: list[str] = []
+        self.error_statuses: dict[str, int] = {}
 
     def ok(self, t0: float, t1: float) -> None:
         if self.start <= t1 <= self.end:
@@ -45,6 +47,9 @@ class Stats:
 
     def error(self, t1: float, exc: BaseException | str) -> None:
         self.errors_total += 1
+        status = getattr(exc, "status", None)
+        status = str(status() if callable(status) else status or type(exc).__name__)
+        self.error_statuses[status] = self.error_statuses.get(status, 0) + 1
         if self.start <= t1 <= self.end:
             self.errors += 1
         if len(self.error_samples) < 5:
@@ -56,6 +61,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     t_begin = loop.time()
     stats = Stats(t_begin + args.warmup, t_begin + args.warmup + args.duration)
+
+    def stop() -> None:  # SIGTERM ends the run early (the users finish their request in flight); stats still print
+        stats.end = min(stats.end, loop.time())
+
+    loop.add_signal_handler(signal.SIGTERM, stop)
     close: list[Any] = []
 
     if args.mode == "http-text":
@@ -77,11 +87,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         import tritonclient.grpc as grpcclient
         from tritonclient.grpc import aio as grpcaio
 
-        # One channel per 50 users: HTTP/2 caps concurrent streams per connection.
-        clients = [grpcaio.InferenceServerClient(args.url) for _ in range(max(1, -(-args.users // 50)))]
+        # One channel per 50 users: HTTP/2 caps concurrent streams per connection. TLS with --ca-file.
+        tls = {"ssl": True, "root_certificates": args.ca_file} if args.ca_file else {}
+        clients = [grpcaio.InferenceServerClient(args.url, **tls) for _ in range(max(1, -(-args.users // 50)))]
         close.extend(c.close for c in clients)
         if args.mode == "grpc-text":
-            model = layout.MODELS.ensemble
+            model = args.model
             requests = []
             for t in payload["texts"]:
                 inp = grpcclient.InferInput(layout.TEXT, [1, 1], "BYTES")
@@ -129,7 +140,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     async def clock() -> None:
         await asyncio.sleep(max(0.0, stats.start - loop.time()))
         cpu["t0"] = time.process_time()
-        await asyncio.sleep(max(0.0, stats.end - loop.time()))
+        while loop.time() < stats.end:  # stop() may bring the end forward
+            await asyncio.sleep(min(0.2, max(0.0, stats.end - loop.time())))
         cpu["t1"] = time.process_time()
 
     await asyncio.gather(clock(), *(user(u) for u in range(args.users)))
@@ -138,13 +150,16 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         if asyncio.iscoroutine(res):
             await res
     done = len(stats.latencies)
+    measured = max(1e-9, stats.end - stats.start)
     return {
-        "mode": args.mode, "users": args.users, "duration_s": args.duration, "warmup_s": args.warmup,
-        "completed": done, "throughput": round(done / args.duration, 2), "errors": stats.errors,
+        "mode": args.mode, "users": args.users, "duration_s": round(measured, 2), "warmup_s": args.warmup,
+        "completed": done, "throughput": round(done / measured, 2), "errors": stats.errors,
+        "sent_total": counter[0],
         "errors_total": stats.errors_total, "error_samples": stats.error_samples,
+        "error_statuses": stats.error_statuses,
         **percentiles(stats.latencies),
         "client_cpu_s": round(cpu.get("t1", 0) - cpu.get("t0", 0), 2),
-        "client_cpu_cores": round((cpu.get("t1", 0) - cpu.get("t0", 0)) / args.duration, 3),
+        "client_cpu_cores": round((cpu.get("t1", 0) - cpu.get("t0", 0)) / measured, 3),
         "load_generator": {"http-text": "aiohttp asyncio (1 event loop)",
                            "grpc-text": "tritonclient.grpc.aio (1 event loop)",
                            "grpc-tensor": "tritonclient.grpc.aio (1 event loop; perf_analyzer not found)"}[args.mode],
@@ -160,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=60)
     p.add_argument("--warmup", type=float, default=10)
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--model", default=layout.MODELS.ensemble, help="grpc-text: the model (ensemble) to call")
+    p.add_argument("--ca-file", help="gRPC over TLS, trusting this CA (a load balancer's certificate)")
     args = p.parse_args(argv)
     result = asyncio.run(_run(args))
     json.dump(result, sys.stdout)

@@ -1,8 +1,27 @@
-"""Facts about a host converged by the load_balancer role (two stand-in servers on 18000 and 28000)."""
+"""Facts about a host converged by the load_balancer role (two stand-in servers on 18000 and 28000, TLS with the
+role's own CA, public models sentiment and topic)."""
+
+import os
+from pathlib import Path
 
 import pytest
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
+PKI = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "pki"
+STATS = "curl -s -u stats:molecule-stats-password 'http://127.0.0.1:8404/stats;csv'"
+
+
+def https_code(host, path: str, method: str = "GET") -> str:
+    return host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' --cacert /etc/haproxy/tls/ca.crt "
+                             f"-X {method} https://127.0.0.1:8000{path}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ca_on_the_host(host):
+    """The CA the role made on the controller, copied to the host for curl."""
+    host.run("mkdir -p /etc/haproxy/tls")
+    content = (PKI / "ca.crt").read_text()
+    host.run(f"cat > /etc/haproxy/tls/ca.crt <<'EOF'\n{content}EOF")
 
 
 def test_haproxy_is_installed(host):
@@ -21,32 +40,62 @@ def test_config_is_valid(host):
     assert host.run(f"haproxy -c -f {CONFIG}").rc == 0
 
 
-@pytest.mark.parametrize("port", [8000, 8001, 8404])
+@pytest.mark.parametrize("port", [8000, 8001])
 def test_port_is_listening(host, port):
     assert host.socket(f"tcp://0.0.0.0:{port}").is_listening
+
+
+def test_stats_listen_on_loopback_only(host):
+    assert host.socket("tcp://127.0.0.1:8404").is_listening
+    assert not host.socket("tcp://0.0.0.0:8404").is_listening
 
 
 @pytest.mark.parametrize(
     "line",
     [
-        "bind *:8001 proto h2",
         "option httpchk GET /v2/health/ready",
         "server server-1 127.0.0.1:18001 proto h2 check port 18000 check-proto h1",
         "server server-2 127.0.0.1:28000 check",
+        "option redispatch 1",
+        "timeout queue 2s",
     ],
 )
 def test_config_has_line(host, line):
     assert line in [raw.strip() for raw in host.file(CONFIG).content_string.splitlines()]
 
 
-def test_http_is_proxied_to_a_healthy_server(host):
-    code = host.check_output("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/v2/health/ready")
-    assert code == "200"
+def test_the_certificate_chains_to_the_fleet_ca(host):
+    assert https_code(host, "/v2/health/ready") == "200"
+
+
+def test_plain_text_is_not_served(host):
+    assert host.run("curl -s -m 5 http://127.0.0.1:8000/v2/health/ready").rc != 0
+
+
+@pytest.mark.parametrize("path", ["/v2/health/ready", "/v2/models/sentiment", "/v2/models/topic/ready"])
+def test_public_path_is_proxied(host, path):
+    assert https_code(host, path) != "403"
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/v2/repository/index"), ("GET", "/v2/logging"),
+                                              ("GET", "/v2/models/sentiment_tokenizer"), ("GET", "/v2/models/other"),
+                                              ("POST", "/v2/systemsharedmemory/region/x/register")])
+def test_other_path_is_refused(host, method, path):
+    assert https_code(host, path, method) == "403"
+
+
+def test_stats_need_the_password(host):
+    code = host.check_output("curl -s -o /dev/null -w '%{http_code}' 'http://127.0.0.1:8404/stats'")
+    assert code == "401"
+
+
+def test_prometheus_metrics_are_served_with_the_password(host):
+    out = host.check_output("curl -s -u stats:molecule-stats-password http://127.0.0.1:8404/metrics")
+    assert "haproxy_backend_status" in out or "haproxy_process" in out
 
 
 @pytest.mark.parametrize("server", ["triton_http/server-1", "triton_http/server-2"])
 def test_server_is_up_in_the_stats(host, server):
     backend, name = server.split("/")
-    csv = host.check_output("curl -s 'http://127.0.0.1:8404/stats;csv'")
-    rows = [row.split(",") for row in csv.splitlines()]
+    rows = [row.split(",") for row in host.check_output(STATS).splitlines()]
     assert any(row[0] == backend and row[1] == name and row[17] == "UP" for row in rows if len(row) > 17)

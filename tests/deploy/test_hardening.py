@@ -1,0 +1,339 @@
+"""The hardened fleet, against the deployed local fleet: admin APIs behind a key and refused at the load balancer,
+TLS, no request lost when a server host dies, a broken release rolled back, load shed past capacity, fuzzing.
+
+The load tests run at reduced scale (USERS through the load balancer); scripts and figures at full scale are in
+docs/DEPLOY.md. Each test leaves the fleet converged (the inventory's release, every host serving).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from fleetlib import (
+    BALANCER,
+    CA_FILE,
+    ROOT,
+    SERVERS,
+    Load,
+    admin_key,
+    ansible_playbook,
+    container_memory_mb,
+    fleet_docker,
+    host_address,
+    load_texts,
+    smoke_test,
+)
+from fuzzing import CLIENT_ERROR_STATUSES, http_requests, malformed
+from hypothesis import HealthCheck, given, settings
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tritonfleet.release import RELEASE_FILE, Release, deployed, write_sums
+
+RECORD = ROOT / "build" / "deployed" / "local.json"
+ADMIN_HEADER = "tritonfleet-admin-key"
+USERS = 50
+#: What the load balancer lets through per server (load_balancer_server_maxconn) times the servers.
+CAPACITY = 32 * len(SERVERS)
+
+
+@pytest.fixture(scope="module")
+def texts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return load_texts(tmp_path_factory.mktemp("load"))
+
+
+def ready(host: str) -> bool:
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                f"http://{host_address(host)}:8000/v2/health/ready", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def https(path: str, method: str = "GET", body: bytes | None = None, port: int = 8000) -> int:
+    """Status of a request to the load balancer over TLS (trusting the fleet's CA)."""
+    context = ssl.create_default_context(cafile=str(CA_FILE))
+    conn = http.client.HTTPSConnection(host_address(BALANCER), port, context=context, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def plain(host: str, path: str, method: str = "GET", headers: dict[str, str] | None = None,
+          body: bytes | None = None, port: int = 8000) -> int:
+    conn = http.client.HTTPConnection(host_address(host), port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def grpc_status(channel: grpc.Channel, method: str, request, metadata=()) -> str:
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    try:
+        getattr(stub, method)(request, timeout=10, metadata=metadata)
+    except grpc.RpcError as exc:
+        return str(exc.code())
+    return "StatusCode.OK"
+
+
+def lb_channel() -> grpc.Channel:
+    credentials = grpc.ssl_channel_credentials(CA_FILE.read_bytes())
+    return grpc.secure_channel(f"{host_address(BALANCER)}:8001", credentials)
+
+
+# --- admin APIs ------------------------------------------------------------------------------------------------
+
+ADMIN_HTTP = [
+    ("POST", "/v2/repository/index"),
+    ("POST", "/v2/repository/models/sentiment/unload"),
+    ("GET", "/v2/logging"),
+    ("POST", "/v2/logging"),
+    ("GET", "/v2/trace/setting"),
+    ("POST", "/v2/trace/setting"),
+    ("GET", "/v2/systemsharedmemory/status"),
+    ("POST", "/v2/systemsharedmemory/region/x/register"),
+    ("GET", "/v2/cudasharedmemory/status"),
+    ("GET", "/v2/models/stats"),
+]
+ADMIN_GRPC = [
+    ("RepositoryIndex", service_pb2.RepositoryIndexRequest()),
+    ("RepositoryModelUnload", service_pb2.RepositoryModelUnloadRequest(model_name="sentiment")),
+    ("LogSettings", service_pb2.LogSettingsRequest()),
+    ("TraceSetting", service_pb2.TraceSettingRequest()),
+    ("SystemSharedMemoryStatus", service_pb2.SystemSharedMemoryStatusRequest()),
+    ("SystemSharedMemoryRegister", service_pb2.SystemSharedMemoryRegisterRequest(name="x", key="/x", byte_size=8)),
+    ("CudaSharedMemoryStatus", service_pb2.CudaSharedMemoryStatusRequest()),
+    ("ModelStatistics", service_pb2.ModelStatisticsRequest()),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_HTTP + [("GET", "/v2/models/sentiment_tokenizer"),
+                                                          ("POST", "/v2/models/sentiment_classifier/infer"),
+                                                          ("GET", "/v2/models/sentiment/config")])
+def test_admin_and_internal_http_calls_are_refused_at_the_load_balancer(method, path):
+    assert https(path, method, b"{}" if method == "POST" else None) == 403
+
+
+@pytest.mark.parametrize(("method", "request_message"), ADMIN_GRPC)
+def test_admin_grpc_calls_are_refused_at_the_load_balancer(method, request_message):
+    assert grpc_status(lb_channel(), method, request_message) == "StatusCode.PERMISSION_DENIED"
+
+
+def test_the_public_calls_pass_the_load_balancer():
+    assert [https("/v2/health/ready"), https("/v2/models/sentiment"), https("/v2/models/topic/ready")] == [200] * 3
+    assert grpc_status(lb_channel(), "ServerReady", service_pb2.ServerReadyRequest()) == "StatusCode.OK"
+
+
+def test_the_load_balancer_speaks_tls_only():
+    with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+        plain(BALANCER, "/v2/health/ready")
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v2/logging"), ("POST", "/v2/repository/index"),
+                                              ("GET", "/v2/models/stats")])
+def test_an_admin_http_call_on_a_server_needs_the_key(method, path):
+    without = plain(SERVERS[0], path, method, body=b"{}" if method == "POST" else None)
+    with_key = plain(SERVERS[0], path, method, {ADMIN_HEADER: admin_key()}, b"{}" if method == "POST" else None)
+    assert (without, with_key) == (403, 200)
+
+
+@pytest.mark.parametrize(("method", "request_message"), [ADMIN_GRPC[0], ADMIN_GRPC[2], ADMIN_GRPC[7]])
+def test_an_admin_grpc_call_on_a_server_needs_the_key(method, request_message):
+    channel = grpc.insecure_channel(f"{host_address(SERVERS[0])}:8001")
+    without = grpc_status(channel, method, request_message)
+    with_key = grpc_status(channel, method, request_message, ((ADMIN_HEADER, admin_key()),))
+    assert without != "StatusCode.OK" and with_key == "StatusCode.OK", (without, with_key)
+
+
+def test_the_stats_page_needs_its_password():
+    url = f"http://{host_address(BALANCER)}:8404/stats"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with pytest.raises(urllib.error.HTTPError) as err:
+        opener.open(url, timeout=5)
+    assert err.value.code == 401
+
+
+# --- fuzzing ---------------------------------------------------------------------------------------------------
+
+#: Malformed requests per protocol (10,000 in all), straight at one server.
+FUZZ_EXAMPLES = 5000
+FUZZ_SETTINGS = settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
+                         suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture(scope="module")
+def fuzz_report() -> dict:
+    return {"memory_mb_before": container_memory_mb(SERVERS[0]), "http": {}, "grpc": {}}
+
+
+def test_malformed_http_requests_get_client_errors(fuzz_report):
+    host = SERVERS[0]
+    conn = http.client.HTTPConnection(host_address(host), 8000, timeout=30)
+    statuses = fuzz_report["http"]
+
+    @FUZZ_SETTINGS
+    @given(http_requests(max_batch_size=8))
+    def send(request):
+        model, headers, body, defect = request
+        try:
+            conn.request("POST", f"/v2/models/{urllib.parse.quote(model, safe='')}/infer", body=body,
+                         headers=headers)
+            response = conn.getresponse()
+            response.read()
+            status = response.status
+        except (http.client.HTTPException, OSError) as exc:
+            conn.close()
+            status = f"{type(exc).__name__}"
+        statuses[status] = statuses.get(status, 0) + 1
+        assert isinstance(status, int) and 400 <= status < 500, f"{defect}: {status} for {body[:200]!r}"
+
+    send()
+    assert sum(statuses.values()) >= FUZZ_EXAMPLES and ready(host)
+
+
+def test_malformed_grpc_requests_get_client_errors(fuzz_report):
+    host = SERVERS[0]
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(f"{host_address(host)}:8001"))
+    statuses = fuzz_report["grpc"]
+
+    @FUZZ_SETTINGS
+    @given(malformed(max_batch_size=8))
+    def send(request):
+        message = service_pb2.ModelInferRequest(model_name=request.model)
+        for tensor in request.tensors:
+            message.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+            message.raw_input_contents.append(tensor.serialized())
+        try:
+            stub.ModelInfer(message, timeout=30)
+            status = "StatusCode.OK"
+        except grpc.RpcError as exc:
+            status = str(exc.code())
+        statuses[status] = statuses.get(status, 0) + 1
+        assert status in CLIENT_ERROR_STATUSES, f"{request.defect}: {status}"
+
+    send()
+    assert sum(statuses.values()) >= FUZZ_EXAMPLES and ready(host)
+
+
+def test_the_fuzzed_server_stays_ready_with_bounded_memory(fuzz_report):
+    after = container_memory_mb(SERVERS[0])
+    growth = after - fuzz_report["memory_mb_before"]
+    print(f"fuzz: {sum(fuzz_report['http'].values())} HTTP {fuzz_report['http']}, "
+          f"{sum(fuzz_report['grpc'].values())} gRPC {fuzz_report['grpc']}; memory "
+          f"{fuzz_report['memory_mb_before']:.0f} -> {after:.0f} MiB ({growth:+.0f})")
+    assert ready(SERVERS[0])
+    assert growth < 200
+
+
+# --- a server host killed under load --------------------------------------------------------------------------
+
+
+def test_a_server_host_killed_under_load_loses_no_request(texts):
+    """The host's container is killed in the middle of the load: its requests in flight fail on it and the load
+    balancer retries them on the other server. Afterwards the host is brought back and the fleet converged."""
+    dying = SERVERS[-1]
+    load = Load(USERS, 40, texts)
+    time.sleep(12)
+    subprocess.run(["docker", "kill", dying], check=True, capture_output=True)
+    result = load.result()
+    try:
+        assert result["sent_total"] > 100, result
+        assert (result["errors_total"], result["error_statuses"]) == (0, {}), result["error_samples"]
+    finally:
+        subprocess.run([str(ROOT / "scripts" / "fleet.sh"), "create"], cwd=ROOT, check=True, capture_output=True)
+        _wait_for_inner_docker(dying)
+        run = ansible_playbook("deploy.yml", log_name="deploy-after-host-killed")
+        assert run.returncode == 0, run.output[-3000:]
+        assert all(ready(host) for host in SERVERS)
+
+
+def _wait_for_inner_docker(host: str, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if subprocess.run(["docker", "exec", host, "docker", "info"], capture_output=True).returncode == 0:
+            return
+        time.sleep(2)
+    raise AssertionError(f"the Docker engine inside {host} did not come back within {seconds:.0f} s")
+
+
+# --- a broken release -----------------------------------------------------------------------------------------
+
+
+def broken_release(good: Release, folder: Path) -> Path:
+    """A new release (its own key, so its own id) whose first model's golden file says the opposite labels: it
+    deploys, and fails its smoke test."""
+    path = folder / "broken"
+    shutil.copytree(good.path, path)
+    golden_path = path / good.models[0].golden
+    golden = json.loads(golden_path.read_text())
+    for entry in golden["entries"]:
+        entry["label"] = next(label for label in golden["labels"] if label != entry["label"])
+    golden_path.write_text(json.dumps(golden))
+    info = json.loads((path / RELEASE_FILE).read_text())
+    info["key"] = "broken" + info["key"][6:]
+    (path / RELEASE_FILE).write_text(json.dumps(info))
+    write_sums(path)
+    return path
+
+
+def test_a_broken_release_is_rolled_back_and_stops_the_rollout(texts, tmp_path):
+    good = deployed(RECORD)
+    broken = Release.open(broken_release(good, tmp_path))
+    before = {host: json.loads(fleet_docker(host, "inspect", "tritonserver"))[0] for host in SERVERS}
+    load = Load(USERS, 1800, texts)
+    run = ansible_playbook("deploy.yml", "-e", json.dumps({"model_conversion_release": broken.as_json()}),
+                           log_name="broken-release")
+    result = load.stop()
+    first, rest = SERVERS[0], SERVERS[1:]
+    assert run.returncode != 0
+    assert f"ROLLOUT STOPPED at {first}: release {broken.id[:12]} failed" in run.output
+    assert f"rolled back to release {good.id[:12]}, which passes its smoke test" in run.output
+    # The first host serves the good release again, and says so; the hosts after it were not touched.
+    assert deployed(RECORD, first).id == good.id
+    assert smoke_test(first, good.path).returncode == 0
+    for host in rest:
+        after = json.loads(fleet_docker(host, "inspect", "tritonserver"))[0]
+        assert (after["Id"], after["State"]["StartedAt"]) == (before[host]["Id"], before[host]["State"]["StartedAt"])
+        assert deployed(RECORD, host).id == good.id
+    # Nobody using the load balancer noticed.
+    assert result["sent_total"] > 100
+    assert (result["errors_total"], result["error_statuses"]) == (0, {}), result["error_samples"]
+
+
+# --- overload ---------------------------------------------------------------------------------------------------
+
+
+def test_overload_is_shed_with_explicit_fast_errors_and_latency_recovers(texts):
+    """5x what the load balancer lets through, for 30 s: the excess waits at most the queue timeout and is refused
+    (UNAVAILABLE), the servers stay up with bounded memory, and once the load drops p99 is what it was."""
+    memory_before = {host: container_memory_mb(host) for host in SERVERS}
+    baseline = Load(USERS // 2, 15, texts).result()
+    overload = Load(5 * CAPACITY, 30, texts, timeout=60).result()
+    recovered = Load(USERS // 2, 15, texts).result()
+    memory_after = {host: container_memory_mb(host) for host in SERVERS}
+    print(f"overload: baseline p99 {baseline['p99_ms']} ms; at {5 * CAPACITY} users {overload['throughput']}/s, "
+          f"{overload['errors_total']} refused {overload['error_statuses']}, max {overload['max_ms']} ms; after p99 "
+          f"{recovered['p99_ms']} ms; memory {memory_before} -> {memory_after}")
+    assert all(ready(host) for host in SERVERS)
+    assert all(memory_after[h] - memory_before[h] < 300 for h in SERVERS), (memory_before, memory_after)
+    assert overload["errors_total"] > 0, "5x capacity was not shed at all"
+    assert set(overload["error_statuses"]) <= {"StatusCode.UNAVAILABLE"}, overload["error_samples"]
+    assert overload["max_ms"] < 15_000, "a request waited without bound"
+    assert (baseline["errors_total"], recovered["errors_total"]) == (0, 0)
+    assert recovered["p99_ms"] <= 2 * baseline["p99_ms"] + 250
