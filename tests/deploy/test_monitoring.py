@@ -9,6 +9,7 @@ does (scripts/fleet.sh create, its Docker engine, deploy.yml).
 
 from __future__ import annotations
 
+import functools
 import http.client
 import json
 import re
@@ -44,12 +45,18 @@ GPU_HOSTS = inventory_group("gpu_hosts")
 ALERT_DEADLINE_S = 60
 
 
+@functools.cache
+def inventory_var(host: str, name: str):
+    """A port of the local inventory (read once: ansible-inventory is slow and the tests poll)."""
+    return host_var(host, name)
+
+
 def prometheus_url() -> str:
-    return f"http://{host_address(MONITOR)}:{host_var(MONITOR, 'monitoring_prometheus_port')}"
+    return f"http://{host_address(MONITOR)}:{inventory_var(MONITOR, 'monitoring_prometheus_port')}"
 
 
 def receiver_url() -> str:
-    return f"http://{host_address(MONITOR)}:{host_var(MONITOR, 'monitoring_webhook_receiver_port')}/"
+    return f"http://{host_address(MONITOR)}:{inventory_var(MONITOR, 'monitoring_webhook_receiver_port')}/"
 
 
 def notifications() -> list[dict]:
@@ -79,10 +86,15 @@ def wait_for(check, seconds: float, every: float = 1.0):
         time.sleep(every)
 
 
+def http_port(host: str) -> int:
+    return int(inventory_var(host, "triton_server_http_port"))
+
+
 def ready(host: str) -> bool:
     try:
         with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-                f"http://{host_address(host)}:8000/v2/health/ready", timeout=5) as response:
+                f"http://{host_address(host)}:{http_port(host)}/v2/health/ready",
+                timeout=5) as response:
             return response.status == 200
     except OSError:
         return False
@@ -159,7 +171,7 @@ def send_blank_texts(host: str, model: str, seconds: float) -> dict[int, int]:
     INVALID_ARG, and Triton counts a failed request of the ensemble. Returns the HTTP statuses seen."""
     body = json.dumps({"inputs": [{"name": layout.TEXT, "shape": [1, 1], "datatype": "BYTES", "data": [" "]}]})
     statuses: dict[int, int] = {}
-    conn = http.client.HTTPConnection(host_address(host), 8000, timeout=30)
+    conn = http.client.HTTPConnection(host_address(host), http_port(host), timeout=30)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         conn.request("POST", f"/v2/models/{model}/infer", body=body, headers={"Content-Type": "application/json"})
