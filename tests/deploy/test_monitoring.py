@@ -43,6 +43,8 @@ MONITOR = inventory_group("monitoring_hosts")[0]
 GPU_HOSTS = inventory_group("gpu_hosts")
 #: The alert deadline of the issue: a dead server reaches the webhook within this.
 ALERT_DEADLINE_S = 60
+#: How long the load of the query tests runs: their 30 s wait, the queries, the table and the screenshot.
+LOAD_S = 150
 
 
 @functools.cache
@@ -115,9 +117,10 @@ def console_exprs() -> list[str]:
 
 @pytest.fixture(scope="module")
 def under_load(tmp_path_factory: pytest.TempPathFactory):
-    """Load through the load balancer, long enough for every rate() to have two scrapes and the summaries data."""
+    """Load through the load balancer, long enough for every rate() to have two scrapes and the summaries data.
+    It ends by itself after LOAD_S (pytest keeps a module's fixture until the module ends)."""
     texts = load_texts(tmp_path_factory.mktemp("load"))
-    load = Load(20, 600, texts)
+    load = Load(20, LOAD_S, texts)
     time.sleep(30)
     yield monitoring.Prometheus(prometheus_url())
     result = load.stop()
