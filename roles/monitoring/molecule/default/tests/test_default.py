@@ -127,3 +127,9 @@ def test_the_down_alert_reaches_the_webhook_receiver(host, address):
                 and alert["status"] == "firing"]
 
     assert eventually(received, seconds=90)
+
+
+def test_the_console_page_shows_the_gpu_of_a_host_that_has_one(host, address):
+    eventually(lambda: query(host, address, 'tritonfleet:host_gpu_utilization{host="stand-in-1"}'))
+    page = host.check_output(f"curl -sf http://{address}:9090/consoles/tritonfleet.html")
+    assert "<th>GPU</th>" in page and "<td>0.50</td>" in page
