@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io mmdebstrap libb64-0d python3-venv rsync curl ca-certificates docker-registry skopeo)
+# prometheus: promtool, for the alert rules' unit tests (tests/unit/test_monitoring.py); its daemon is not started.
+APT_PACKAGES=(docker.io mmdebstrap libb64-0d python3-venv rsync curl ca-certificates docker-registry skopeo prometheus)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -13,7 +14,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing system packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Install without starting the packages' daemons (prometheus would listen on :9090 here): a policy-rc.d of our
+  # own for the install, unless the machine has one.
+  own_policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 scripts/docker-up.sh

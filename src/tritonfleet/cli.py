@@ -222,6 +222,34 @@ def cmd_layout(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from .monitoring import Prometheus, fleet_status, format_status
+
+    table = fleet_status(Prometheus(args.prometheus, timeout=args.timeout))
+    if args.json:
+        _print_json(table)
+    elif not table:
+        print(f"Prometheus at {args.prometheus} knows no Triton server yet")
+    else:
+        print(format_status(table))
+    return 0
+
+
+def cmd_monitoring_render(args: argparse.Namespace) -> int:
+    from .monitoring import generated_files, render
+
+    if args.check:
+        stale = [name for name, content in generated_files().items()
+                 if not (args.output / name).is_file() or (args.output / name).read_text() != content]
+        if stale:
+            raise UsageError(f"out of date under {args.output}: {', '.join(stale)} (run tritonfleet monitoring render)")
+        print(f"{args.output}: the generated monitoring files are up to date")
+        return 0
+    changed = render(args.output)
+    print(f"{args.output}: {len(changed)} file(s) written" + "".join(f"\n  {p}" for p in changed))
+    return 0
+
+
 def demo_spec(options: dict | None = None):  # -> ReleaseSpec
     """A release of every embedded demo model (built when missing), each named after its task."""
     from .demo import TASKS, build_demo_model
@@ -379,6 +407,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default=layout.DEFAULT_MODEL_NAME)
     s.set_defaults(func=cmd_layout)
 
+    s = sub.add_parser("status", help="the fleet's table from Prometheus: per host ready, req/s, failures/s, queue, "
+                                      "p50/p99, batch, CPU (GPU)")
+    s.add_argument("--prometheus", default=os.environ.get("TRITONFLEET_PROMETHEUS", "http://127.0.0.1:9090"),
+                   help="Prometheus's URL (default: $TRITONFLEET_PROMETHEUS or http://127.0.0.1:9090; the local "
+                        "fleet: http://$(scripts/fleet.sh ip tf-convert-1):9090)")
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds per query")
+    s.add_argument("--json", action="store_true", help="host -> {series: value} as JSON")
+    s.set_defaults(func=cmd_status)
+
+    r = sub.add_parser("monitoring", help="the monitoring role's generated files (rules, console page, dashboard)")
+    rsub = r.add_subparsers(dest="monitoring_command", required=True, metavar="SUBCOMMAND")
+    s = rsub.add_parser("render", help="write the recording rules, the console page and the Grafana dashboard")
+    s.add_argument("--output", type=Path, default=paths.PROJECT_ROOT / "roles" / "monitoring" / "files",
+                   help="the monitoring role's files/ (default)")
+    s.add_argument("--check", action="store_true", help="write nothing; exit 2 when a file is out of date")
+    s.set_defaults(func=cmd_monitoring_render)
+
     from .bench.cli import add_parser as add_bench  # argparse only: the bench's own imports wait for `bench`
 
     add_bench(sub)
@@ -391,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("HF_HUB_OFFLINE", "0" if os.environ.get("TRITONFLEET_ONLINE") else "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    command = " ".join(filter(None, [args.command, getattr(args, "release_command", None)]))
+    command = " ".join(filter(None, [args.command, getattr(args, "release_command", None),
+                                     getattr(args, "monitoring_command", None)]))
     try:
         return int(args.func(args) or 0)
     except TritonfleetError as exc:

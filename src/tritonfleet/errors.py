@@ -31,3 +31,7 @@ class NotBuiltError(ReleaseError):
     def __init__(self, message: str, key: str = "", path: str = "") -> None:
         super().__init__(message)
         self.key, self.path = key, path
+
+
+class MonitoringError(TritonfleetError):
+    """Prometheus cannot be reached, or refused a query (`tritonfleet status`)."""

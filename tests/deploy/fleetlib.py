@@ -36,6 +36,13 @@ def inventory_group(group: str) -> list[str]:
     return list(dict.fromkeys(hosts(group)))
 
 
+def host_var(host: str, name: str):
+    """A variable of a host in the local inventory, as written there (group_vars merged; templates not rendered)."""
+    out = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(INVENTORY), "--host", host], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)[name]
+
+
 SERVERS = inventory_group("triton_servers")
 CONVERSION_HOST = inventory_group("conversion_hosts")[0]
 
