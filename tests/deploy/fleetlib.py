@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 INVENTORY = ROOT / "inventories" / "local"
@@ -80,6 +82,15 @@ class PlaybookRun:
         return m.group(0) if m else ""
 
 
+def rolling_play(playbook: str = "deploy.yml") -> str:
+    """The name of the playbook's rolling play (the one play with `serial`), read from the playbook itself."""
+    plays = yaml.safe_load((ROOT / "playbooks" / playbook).read_text())
+    names = [play["name"] for play in plays if "serial" in play]
+    if len(names) != 1:
+        raise AssertionError(f"{playbook}: expected one play with serial, found {names}")
+    return names[0]
+
+
 def playbook_command(playbook: str, *args: str, inventory: list[Path] | None = None) -> list[str]:
     cmd = [str(VENV_BIN / "ansible-playbook")]
     for inv in inventory or [INVENTORY]:
@@ -107,7 +118,8 @@ def ansible_playbook(playbook: str, *args: str, inventory: list[Path] | None = N
     run = PlaybookRun(cmd, proc.returncode, proc.stdout, time.monotonic() - start)
     if log_name:
         save_log(log_name, run)
-    print(f"{' '.join(cmd[1:])}: rc {run.returncode} in {run.seconds:.0f} s")
+    shown = " ".join(arg if len(arg) <= 200 else f"{arg[:120]}...({len(arg)} chars)" for arg in cmd[1:])
+    print(f"{shown}: rc {run.returncode} in {run.seconds:.0f} s")
     print("\n".join(run.output.splitlines()[-12:]))
     return run
 
