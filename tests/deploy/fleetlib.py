@@ -193,6 +193,17 @@ class Load:
         return result
 
 
+def bring_back(host: str, seconds: float = 180) -> None:
+    """Start a fleet host that a test killed (scripts/fleet.sh create) and wait for the Docker engine inside it."""
+    subprocess.run([str(ROOT / "scripts" / "fleet.sh"), "create"], cwd=ROOT, check=True, capture_output=True)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if subprocess.run(["docker", "exec", host, "docker", "info"], capture_output=True).returncode == 0:
+            return
+        time.sleep(2)
+    raise AssertionError(f"the Docker engine inside {host} did not come back within {seconds:.0f} s")
+
+
 def container_memory_mb(host: str, container: str = "tritonserver") -> float:
     """The resident memory of a container on a fleet host, from `docker stats` (MiB)."""
     usage = fleet_docker(host, "stats", "--no-stream", "--format", "{{.MemUsage}}", container).split("/")[0].strip()

@@ -31,6 +31,7 @@ from fleetlib import (
     Load,
     admin_key,
     ansible_playbook,
+    bring_back,
     container_memory_mb,
     fleet_docker,
     host_address,
@@ -271,20 +272,10 @@ def test_a_server_host_killed_under_load_loses_no_request(texts):
         assert result["sent_total"] > 100, result
         assert (result["errors_total"], result["error_statuses"]) == (0, {}), result["error_samples"]
     finally:
-        subprocess.run([str(ROOT / "scripts" / "fleet.sh"), "create"], cwd=ROOT, check=True, capture_output=True)
-        _wait_for_inner_docker(dying)
+        bring_back(dying)
         run = ansible_playbook("deploy.yml", log_name="deploy-after-host-killed")
         assert run.returncode == 0, run.output[-3000:]
         assert all(ready(host) for host in SERVERS)
-
-
-def _wait_for_inner_docker(host: str, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if subprocess.run(["docker", "exec", host, "docker", "info"], capture_output=True).returncode == 0:
-            return
-        time.sleep(2)
-    raise AssertionError(f"the Docker engine inside {host} did not come back within {seconds:.0f} s")
 
 
 # --- a broken release -----------------------------------------------------------------------------------------

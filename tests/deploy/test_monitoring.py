@@ -27,6 +27,7 @@ from fleetlib import (
     VENV_BIN,
     Load,
     ansible_playbook,
+    bring_back,
     host_address,
     host_var,
     inventory_group,
@@ -227,15 +228,6 @@ def test_check_diff_of_monitoring_reports_no_change():
 # --- a server host killed ---------------------------------------------------------------------------------------
 
 
-def _wait_for_inner_docker(host: str, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if subprocess.run(["docker", "exec", host, "docker", "info"], capture_output=True).returncode == 0:
-            return
-        time.sleep(2)
-    raise AssertionError(f"the Docker engine inside {host} did not come back within {seconds:.0f} s")
-
-
 def test_a_killed_server_host_is_alerted_within_60_s_and_resolved_after_its_restart():
     dying = SERVERS[-1]
     address = host_address(dying)
@@ -251,11 +243,10 @@ def test_a_killed_server_host_is_alerted_within_60_s_and_resolved_after_its_rest
     finally:
         # Bring the host back as test_hardening.py does; note when it serves again (its Triton restarts with its
         # Docker engine, or with the deploy).
-        subprocess.run([str(ROOT / "scripts" / "fleet.sh"), "create"], cwd=ROOT, check=True, capture_output=True)
         watcher = threading.Thread(target=lambda: back.setdefault("ready", wait_for(lambda: ready(dying) and
                                                                                      time.time(), 900)), daemon=True)
         watcher.start()
-        _wait_for_inner_docker(dying)
+        bring_back(dying)
         run = ansible_playbook("deploy.yml", log_name="deploy-after-monitored-host-killed")
         assert run.returncode == 0, run.output[-3000:]
         if host_address(dying) != address:  # a new address on the fleet network: the scrape targets follow it

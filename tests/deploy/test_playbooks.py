@@ -26,6 +26,7 @@ from fleetlib import (
     Load,
     PlaybookRun,
     ansible_playbook,
+    bring_back,
     fleet_docker,
     host_address,
     load_texts,
@@ -204,15 +205,6 @@ def test_unreachable_host_is_reported_by_name(tmp_path: Path):
 # --- a host that dies mid-deploy ---------------------------------------------------------------------------
 
 
-def _wait_for_inner_docker(host: str, seconds: float = 180) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if subprocess.run(["docker", "exec", host, "docker", "info"], capture_output=True).returncode == 0:
-            return
-        time.sleep(2)
-    raise AssertionError(f"the Docker engine inside {host} did not come back within {seconds:.0f} s")
-
-
 def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
     """A change is rolled out and the second server dies (its container is killed) while its own rollout runs.
     The run fails naming that host, the first server keeps serving what it took, and once the host is back a
@@ -252,8 +244,7 @@ def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
         assert smoke.returncode == 0, smoke.stdout + smoke.stderr
     finally:
         # Bring the host back whatever happened above, so the fleet is left converged.
-        subprocess.run([str(ROOT / "scripts" / "fleet.sh"), "create"], cwd=ROOT, check=True, capture_output=True)
-        _wait_for_inner_docker(dying)
+        bring_back(dying)
         run = ansible_playbook("deploy.yml", log_name="deploy-after-host-died")
     assert run.returncode == 0, run.output[-3000:]
     for host in SERVERS:
