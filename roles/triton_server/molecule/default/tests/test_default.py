@@ -34,9 +34,42 @@ def test_restart_policy(host, key, value):
     assert inspect(host)["HostConfig"]["RestartPolicy"][key] == value
 
 
-@pytest.mark.parametrize("port", [8000, 8001, 8002])
+@pytest.mark.parametrize("port", [8000, 8001])
 def test_port_is_listening(host, port):
     assert host.socket(f"tcp://0.0.0.0:{port}").is_listening
+
+
+def test_metrics_port_is_not_published_on_every_address(host):
+    assert not host.socket("tcp://0.0.0.0:8002").is_listening
+
+
+def test_metrics_port_is_published_on_the_internal_address(host):
+    address = inspect(host)["HostConfig"]["PortBindings"]["8002/tcp"][0]["HostIp"]
+    assert address not in ("", "0.0.0.0")
+    assert host.socket(f"tcp://{address}:8002").is_listening
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v2/logging"), ("POST", "/v2/repository/index")])
+def test_admin_api_without_the_key_is_refused(host, method, path):
+    assert _status(host, method, path) == "403"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v2/logging"), ("POST", "/v2/repository/index")])
+def test_admin_api_with_the_key_is_allowed(host, method, path):
+    assert _status(host, method, path, f"-H '{_admin_header(host)}'") == "200"
+
+
+def _admin_header(host):
+    """'<header>: <key>' from the server's own --http-restricted-api=<apis>:<header>=<key>."""
+    arg = next(a for a in inspect(host)["Args"] if a.startswith("--http-restricted-api="))
+    header, key = arg.split(":", 1)[1].split("=", 1)
+    return f"{header}: {key}"
+
+
+def _status(host, method, path, extra=""):
+    data = "-d '{}'" if method == "POST" else ""
+    return host.check_output(
+        f"curl -s -o /dev/null -w '%{{http_code}}' -X {method} {data} {extra} http://127.0.0.1:8000{path}")
 
 
 @pytest.mark.parametrize("path", ["/v2/health/ready", "/v2/health/live", "/v2/models/echo/ready"])
