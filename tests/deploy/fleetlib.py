@@ -194,8 +194,18 @@ class Load:
 
 
 def bring_back(host: str, seconds: float = 180) -> None:
-    """Start a fleet host that a test killed (scripts/fleet.sh create) and wait for the Docker engine inside it."""
+    """Start a fleet host that a test killed and wait for the Docker engine inside it."""
+    start_host()
+    wait_for_engine(host, seconds)
+
+
+def start_host() -> None:
+    """Start the fleet's hosts that are not running (scripts/fleet.sh create): a killed host's container again."""
     subprocess.run([str(ROOT / "scripts" / "fleet.sh"), "create"], cwd=ROOT, check=True, capture_output=True)
+
+
+def wait_for_engine(host: str, seconds: float = 180) -> None:
+    """Wait for the Docker engine inside a fleet host that was just started."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if subprocess.run(["docker", "exec", host, "docker", "info"], capture_output=True).returncode == 0:

@@ -27,12 +27,13 @@ from fleetlib import (
     VENV_BIN,
     Load,
     ansible_playbook,
-    bring_back,
     host_address,
     host_var,
     inventory_group,
     load_texts,
     playbook_env,
+    start_host,
+    wait_for_engine,
 )
 
 from tritonfleet import layout, monitoring
@@ -243,10 +244,11 @@ def test_a_killed_server_host_is_alerted_within_60_s_and_resolved_after_its_rest
     finally:
         # Bring the host back as test_hardening.py does; note when it serves again (its Triton restarts with its
         # Docker engine, or with the deploy).
+        start_host()  # before the watcher: the host's address exists again
         watcher = threading.Thread(target=lambda: back.setdefault("ready", wait_for(lambda: ready(dying) and
                                                                                      time.time(), 900)), daemon=True)
         watcher.start()
-        bring_back(dying)
+        wait_for_engine(dying)
         run = ansible_playbook("deploy.yml", log_name="deploy-after-monitored-host-killed")
         assert run.returncode == 0, run.output[-3000:]
         if host_address(dying) != address:  # a new address on the fleet network: the scrape targets follow it
