@@ -163,6 +163,11 @@ def admin_key() -> str:
     return (SECRETS / "triton-admin-key").read_text().split()[0]
 
 
+#: The users of the failure tests' load (closed loop, through the load balancer): fewer than one server's maxconn
+#: there (load_balancer_server_maxconn), so the fleet carries them with one server out.
+USERS = 24
+
+
 class Load:
     """Closed-loop gRPC users against the load balancer (TLS) in a background process: tritonfleet's load
     generator. `result()` waits and returns its JSON (sent_total, errors_total, error_statuses, p99_ms, ...)."""

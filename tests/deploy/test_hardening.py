@@ -2,7 +2,7 @@
 TLS, no request lost when a server host dies, a broken release rolled back, load shed past capacity, fuzzing.
 
 The load tests run at reduced scale: USERS closed-loop users through the load balancer, a load one server can
-carry alone while the other is out (it admits load_balancer_server_maxconn, 32, requests at once; beyond that the
+carry alone while the other is out (it admits load_balancer_server_maxconn requests at once; beyond that the
 load balancer queues and sheds, which the overload test proves on its own). Each test leaves the fleet converged
 (the inventory's release, every host serving).
 """
@@ -28,6 +28,7 @@ from fleetlib import (
     CA_FILE,
     ROOT,
     SERVERS,
+    USERS,
     Load,
     admin_key,
     ansible_playbook,
@@ -46,7 +47,6 @@ from tritonfleet.release import RELEASE_FILE, Release, deployed, write_sums
 
 RECORD = ROOT / "build" / "deployed" / "local.json"
 ADMIN_HEADER = "tritonfleet-admin-key"
-USERS = 24  # fewer than one server's maxconn at the load balancer: the fleet carries it with one server out
 
 
 @pytest.fixture(scope="module")

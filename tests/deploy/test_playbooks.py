@@ -23,6 +23,7 @@ from fleetlib import (
     RECORD,
     ROOT,
     SERVERS,
+    USERS,
     Load,
     PlaybookRun,
     ansible_playbook,
@@ -90,7 +91,6 @@ def test_check_diff_on_converged_fleet_reports_no_changes():
 
 #: Release Y: another max_batch_size (a serving option: a new release from the cached conversions).
 OTHER_OPTIONS = json.dumps({"model_conversion_options": {"max_batch_size": 16}})
-USERS = 24  # what one server carries alone (tests/deploy/test_hardening.py)
 
 
 @pytest.fixture(scope="module")
