@@ -40,6 +40,7 @@ def test_daemon_json_is_root_owned(host):
         ("log-driver", "json-file"),
         ("log-opts", {"max-size": "10m", "max-file": "3"}),
         ("insecure-registries", ["172.30.0.1:5000"]),
+        ("default-ulimits", {"stack": {"Name": "stack", "Soft": 67108864, "Hard": 67108864}}),
     ],
 )
 def test_daemon_json_has_role_option(host, key, value):
@@ -63,10 +64,23 @@ def test_engine_applies_daemon_json(host, template, expected):
     assert expected in out.split()
 
 
-def test_engine_runs_a_container(host):
-    # No registry is reachable: import a one-binary image from the host's own /bin/true.
+def test_engine_runs_a_container_with_the_default_ulimits(host):
+    # No registry is reachable: import a one-binary image (dash) from the host's own files.
     host.check_output(
-        "tar -C / -ch bin/true lib/x86_64-linux-gnu/libc.so.6 lib64/ld-linux-x86-64.so.2"
-        " | docker import - molecule/true:1"
+        "tar -C / -ch bin/sh bin/dash lib/x86_64-linux-gnu/libc.so.6 lib64/ld-linux-x86-64.so.2"
+        " | docker import - molecule/sh:1"
     )
-    assert host.run("docker run --rm molecule/true:1 /bin/true").rc == 0
+    assert host.check_output("docker run --rm molecule/sh:1 /bin/sh -c 'ulimit -s'") == str(67108864 // 1024)
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [("{{.Swarm.LocalNodeState}}", "active"), ("{{.Swarm.ControlAvailable}}", "true"), ("{{.Swarm.Managers}}", "1")],
+)
+def test_the_node_manages_a_swarm(host, template, expected):
+    assert host.check_output("docker info --format %s", template) == expected
+
+
+def test_the_node_has_its_labels(host):
+    labels = json.loads(host.check_output("docker node inspect self --format '{{json .Spec.Labels}}'"))
+    assert labels == {"tritonfleet.test": "yes"}
