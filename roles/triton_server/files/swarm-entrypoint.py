@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""The entrypoint of a Triton task in swarm mode (role triton_server, entry point `service`; docs/SWARM.md).
+
+It runs tritonserver and, beside it, the readiness the load balancer checks: GET /v2/health/ready on --port answers
+with Triton's own readiness while the task runs, and 503 from the moment the swarm stops the task (SIGTERM). Triton
+gets the SIGTERM --drain seconds later: by then the load balancer has seen the task go unready and sends it nothing
+new, and the requests in flight finish (Triton's --exit-timeout-secs). A stopped Triton answers every new request
+with UNAVAILABLE ("Server is stopping"), which a load balancer cannot retry: without the drain, the requests sent in
+the second before the load balancer notices are lost. The swarm has no pre-stop hook; this is one.
+
+    swarm-entrypoint.py --port 8003 --drain 5 --ready-url http://127.0.0.1:8000/v2/health/ready -- tritonserver ...
+
+The exit status is tritonserver's, so the swarm sees a crash as one. Python's standard library only: it runs with
+the image's python3 (NVIDIA's tritonserver image and the CPU image have one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+READY_PATH = "/v2/health/ready"
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True, help="where the load balancer checks readiness")
+    parser.add_argument("--drain", type=float, required=True, help="seconds between SIGTERM and Triton's SIGTERM")
+    parser.add_argument("--ready-url", required=True, help="Triton's own readiness URL")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- tritonserver and its arguments")
+    args = parser.parse_args(argv)
+    args.command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not args.command:
+        parser.error("no command: give tritonserver and its arguments after --")
+    return args
+
+
+def triton_ready(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    server = subprocess.Popen(args.command)
+    stopping = threading.Event()
+
+    class Readiness(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+            if self.path != READY_PATH:
+                status = 404
+            elif stopping.is_set() or not triton_ready(args.ready_url):
+                status = 503
+            else:
+                status = 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:  # one check a second per load balancer: keep the log quiet
+            pass
+
+    readiness = http.server.ThreadingHTTPServer(("0.0.0.0", args.port), Readiness)
+    threading.Thread(target=readiness.serve_forever, daemon=True).start()
+
+    def stop_triton_later() -> None:
+        time.sleep(args.drain)
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+
+    def on_stop(signum: int, _frame: object) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        print(f"swarm-entrypoint: signal {signum}: unready now, stopping Triton in {args.drain:g} s", flush=True)
+        threading.Thread(target=stop_triton_later, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    return server.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
