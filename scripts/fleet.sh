@@ -3,7 +3,8 @@
 # GPU hosts (without the GPU). Ansible reaches them with the community.docker.docker connection plugin.
 #
 #   scripts/fleet.sh create     network + hosts (+ the image registry, scripts/registry.sh); idempotent
-#   scripts/fleet.sh destroy    hosts, their /var/lib/docker volumes, the network, the registry; idempotent
+#   scripts/fleet.sh destroy    hosts, their /var/lib/docker volumes, the network (unless others use it), the
+#                               registry; idempotent
 #   scripts/fleet.sh status     one line per host: state, IP on the fleet network, systemd state
 #   scripts/fleet.sh ip HOST    the host's IP on the fleet network (what the smoke test connects to)
 #
@@ -93,9 +94,14 @@ destroy() {
     if docker volume inspect "$host-docker" >/dev/null 2>&1; then docker volume rm "$host-docker" >/dev/null; fi
   done
   if [ "$REGISTRY" = 1 ]; then scripts/registry.sh stop; fi
+  # Another fleet may share the network (TRITONFLEET_INVENTORY names a fleet, not the network): only an empty one goes.
   if docker network inspect "$NETWORK" >/dev/null 2>&1; then
-    log "removing network $NETWORK"
-    docker network rm "$NETWORK" >/dev/null
+    if [ -n "$(docker network inspect -f '{{range .Containers}}{{.Name}} {{end}}' "$NETWORK")" ]; then
+      log "keeping network $NETWORK: other containers use it"
+    else
+      log "removing network $NETWORK"
+      docker network rm "$NETWORK" >/dev/null
+    fi
   fi
 }
 

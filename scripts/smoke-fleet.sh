@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The smoke test of the local fleet, printed: every server and every load balancer of inventories/local, over gRPC,
-# against the release the fleet's deploy record (build/deployed/local.json) says it serves. Exit 1 when a check
+# The smoke test of the local fleet, printed: every server (swarm mode: every node that runs a task of the Triton
+# service) and every load balancer of inventories/local (TRITONFLEET_INVENTORY), over gRPC, against the release the
+# fleet's deploy record (build/deployed/local.json) says it serves. Exit 1 when a check
 # fails. scripts/deploy-local.sh ends with it; the deploy tests run it after a rollback to an earlier release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ smoke() {  # NAME ADDRESS RECORD-ARGS [SMOKE-TEST-ARGS...]: the release the reco
   echo "=== smoke test: $name ($address:8001, gRPC$([ $# -gt 0 ] && echo ", TLS, public")), release ${id:0:12} ==="
   tritonfleet smoke-test --url "$address:8001" --protocol grpc --release "$release" "$@" || status=1
 }
-for host in $(inventory_hosts triton_servers); do smoke "$host" "$(fleet_address "$host")" "--host $host"; done
+for host in $(triton_hosts); do smoke "$host" "$(fleet_address "$host")" "--host $host"; done
 for host in $(inventory_hosts load_balancers); do
   smoke "load balancer on $host" "$(fleet_address "$host")" "" --public --ca-file "$TRITONFLEET_CA"
 done

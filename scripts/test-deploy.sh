@@ -4,8 +4,10 @@
 #   2. testinfra on the deployed fleet (tests/infra, --hosts=ansible://triton_servers, inventories/local);
 #   3. tests/deploy: a second site.yml run changes nothing, --check --diff reports nothing, an earlier release
 #      deployed again is what the record, testinfra and the smoke tests check, bad input (missing variable, bad port,
-#      unreachable host), a smoke-test mismatch stops the rollout, a host that dies mid-deploy.
-# Logs: build/test-deploy/. SKIP_DEPLOY=1 skips step 1 (the fleet is already deployed).
+#      unreachable host), a smoke-test mismatch stops the rollout, a host that dies mid-deploy;
+#   4. swarm mode (tests/deploy/test_swarm.py) on a fleet of its own (inventories/swarm-local), which it creates and
+#      removes: deploy, idempotence, scaling, a killed worker, a rolling update, a rollback (docs/SWARM.md).
+# Logs: build/test-deploy/. SKIP_DEPLOY=1 skips step 1 (the fleet is already deployed), SKIP_SWARM=1 step 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -31,8 +33,16 @@ timings+=("tests/infra: $((SECONDS - start)) s")
 
 start=$SECONDS
 log "playbook tests (idempotence, check mode, bad input, failed rollout)"
-pytest -p no:cacheprovider -m deploy tests/deploy -v -s --junitxml=build/test-deploy/deploy.xml
+pytest -p no:cacheprovider -m deploy tests/deploy --ignore=tests/deploy/test_swarm.py -v -s \
+  --junitxml=build/test-deploy/deploy.xml
 timings+=("tests/deploy: $((SECONDS - start)) s")
+
+if [ "${SKIP_SWARM:-0}" != 1 ]; then
+  start=$SECONDS
+  log "swarm mode on a fleet of its own (deploy, scale, a killed worker, rolling update, rollback)"
+  pytest -p no:cacheprovider -m deploy tests/deploy/test_swarm.py -v -s --junitxml=build/test-deploy/swarm.xml
+  timings+=("tests/deploy/test_swarm.py: $((SECONDS - start)) s")
+fi
 
 log "all deployment tests passed in $((SECONDS - total)) s"
 printf '  %s\n' "${timings[@]}"
