@@ -25,9 +25,9 @@ LOG_DIR = ROOT / "build" / "test-deploy"
 RECORD = ROOT / "build" / "deployed" / "local.json"
 
 
-def inventory_group(group: str) -> list[str]:
-    """The hosts of `group` in the local inventory (the one place that names them)."""
-    out = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(INVENTORY), "--list"], check=True,
+def inventory_group(group: str, inventory: Path = INVENTORY) -> list[str]:
+    """The hosts of `group` in the local inventory, or another one (the one place that names them)."""
+    out = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(inventory), "--list"], check=True,
                          capture_output=True, text=True).stdout
     data = json.loads(out)
 
@@ -38,9 +38,10 @@ def inventory_group(group: str) -> list[str]:
     return list(dict.fromkeys(hosts(group)))
 
 
-def host_var(host: str, name: str):
-    """A variable of a host in the local inventory, as written there (group_vars merged; templates not rendered)."""
-    out = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(INVENTORY), "--host", host], check=True,
+def host_var(host: str, name: str, inventory: Path = INVENTORY):
+    """A variable of a host in the local inventory (or another one), as written there (group_vars merged; templates
+    not rendered)."""
+    out = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(inventory), "--host", host], check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out)[name]
 
