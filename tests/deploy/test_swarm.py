@@ -4,11 +4,12 @@ workers that may run Triton). It needs the local fleet's registry (scripts/regis
 scripts/deploy-local.sh) and the release the local fleet's models make (built by that deploy, in build/releases).
 
 In order (pytest runs the file top to bottom; each test leaves the fleet converged for the next):
-a fresh fleet deployed with site.yml passes the smoke test through the load balancer; a second run changes nothing
-(and --check reports nothing); a bad swarm inventory and a start-first order without a free node are refused by
-name; a worker killed under load has its task started on another node and the load balancer loses no request; a
-rolling update to a new release under load loses none; 2 -> 4 replicas by one variable and the load balancer serves
-from all four; a release that cannot load is rolled back by the swarm itself. The fleet is removed at the end
+a fresh fleet deployed with site.yml passes the smoke test through the load balancer; a second run changes nothing;
+a bad swarm inventory and a start-first order without a free node are refused by name; a worker killed under load
+has its task started on another node and the load balancer loses no request; a rolling update to a new release
+under load loses none; a release that cannot load is rolled back by the swarm itself, losing none; 2 -> 4 replicas
+by one variable and the load balancer serves from all four. (Check mode in swarm mode is not run here, for CI
+time: docs/SWARM.md.) The fleet is removed at the end
 (TRITONFLEET_KEEP_SWARM=1 keeps it; TRITONFLEET_REUSE_SWARM=1 then starts from it instead of a fresh one, for work on
 the later tests).
 
@@ -227,14 +228,11 @@ def test_a_fresh_swarm_fleet_deploys_and_passes_the_smoke_test_through_the_load_
     assert printed.stdout.count(f"release {release.id[:12]} ===") == 3, printed.stdout[-2000:]
 
 
-def test_a_second_run_changes_nothing_and_check_mode_reports_nothing(swarm_fleet):
+def test_a_second_run_changes_nothing(swarm_fleet):
     run_ = swarm_playbook("site.yml", *SKIP_MONITORING, log_name="site-second-run")
     assert run_.returncode == 0, run_.output[-3000:]
     assert set(NODES + [MANAGER]) <= set(run_.recap), run_.recap
     assert changed_hosts(run_) == {}, f"a second site.yml run changed something: {changed_hosts(run_)}"
-    check = swarm_playbook("deploy.yml", "--check", "--diff", log_name="deploy-check-diff")
-    assert check.returncode == 0, check.output[-3000:]
-    assert changed_hosts(check) == {}, f"--check --diff reports changes: {changed_hosts(check)}"
 
 
 def test_a_swarm_inventory_without_a_manager_is_refused(swarm_fleet, tmp_path):
@@ -308,21 +306,6 @@ def test_a_rolling_update_to_a_new_release_under_load_loses_no_request(swarm_fle
     assert (result["errors_total"], result["error_statuses"]) == (0, {}), result["error_samples"]
 
 
-def test_scaling_to_4_replicas_by_one_variable_serves_from_all_4(swarm_fleet, texts):
-    run_ = swarm_playbook("deploy.yml", *EXTRA, "-e", "triton_server_swarm_replicas=4", log_name="scale-to-4")
-    assert run_.returncode == 0, run_.output[-4000:]
-    EXTRA.extend(["-e", "triton_server_swarm_replicas=4"])
-    assert set(running_tasks()) == set(NODES)
-    # The load balancer's configuration did not change: it finds the new replicas on the nodes' published ports.
-    assert wait_for("4 replicas UP at the load balancer", lambda: up_servers() == set(NODES), 60)
-    before = {name: int(row["stot"]) for name, row in backend_servers().items()}
-    result = Load(USERS, 15, texts, target=f"{host_address(BALANCER)}:8001").result()
-    served = {name: int(row["stot"]) - before[name] for name, row in backend_servers().items()}
-    print(f"requests per server over 15 s at {USERS} users: {served}")
-    assert result["errors_total"] == 0, result["error_samples"]
-    assert set(served) == set(NODES) and min(served.values()) > 0, served
-
-
 def test_a_release_that_cannot_load_is_rolled_back_by_the_swarm(swarm_fleet, texts, tmp_path):
     good = deployed(RECORD)
     broken = unloadable_release(good, tmp_path)
@@ -338,10 +321,25 @@ def test_a_release_that_cannot_load_is_rolled_back_by_the_swarm(swarm_fleet, tex
     assert "(update rollback_completed: rollback completed)" in run_.output
     status = service()
     assert status["Spec"]["Labels"]["org.tritonfleet.release-id"] == good.id
-    assert set(running_tasks()) == set(NODES)
+    assert len(running_tasks()) == 2
     # Every node serves (and says it serves) the good release again; the fleet's record never named the broken one.
     assert {node: deployed(RECORD, node).id for node in NODES} == dict.fromkeys(NODES, good.id)
     assert deployed(RECORD).id == good.id
     assert smoke_through_balancer(good.path).returncode == 0
     assert result["sent_total"] > 100, result
     assert (result["errors_total"], result["error_statuses"]) == (0, {}), result["error_samples"]
+
+
+def test_scaling_to_4_replicas_by_one_variable_serves_from_all_4(swarm_fleet, texts):
+    run_ = swarm_playbook("deploy.yml", *EXTRA, "-e", "triton_server_swarm_replicas=4", log_name="scale-to-4")
+    assert run_.returncode == 0, run_.output[-4000:]
+    EXTRA.extend(["-e", "triton_server_swarm_replicas=4"])
+    assert set(running_tasks()) == set(NODES)
+    # The load balancer's configuration did not change: it finds the new replicas on the nodes' published ports.
+    assert wait_for("4 replicas UP at the load balancer", lambda: up_servers() == set(NODES), 60)
+    before = {name: int(row["stot"]) for name, row in backend_servers().items()}
+    result = Load(USERS, 15, texts, target=f"{host_address(BALANCER)}:8001").result()
+    served = {name: int(row["stot"]) - before[name] for name, row in backend_servers().items()}
+    print(f"requests per server over 15 s at {USERS} users: {served}")
+    assert result["errors_total"] == 0, result["error_samples"]
+    assert set(served) == set(NODES) and min(served.values()) > 0, served
