@@ -20,8 +20,11 @@ timings=()
 if [ "${SKIP_DEPLOY:-0}" != 1 ]; then
   start=$SECONDS
   log "scripts/deploy-local.sh (log: build/test-deploy/deploy-local.log)"
-  scripts/deploy-local.sh 2>&1 | tee build/test-deploy/deploy-local.log | grep -E '^\[deploy-local|PLAY RECAP|: ok=|^===|PASS|FAIL' || true
-  [ "${PIPESTATUS[0]}" = 0 ] || { log "deploy-local.sh failed"; tail -n 60 build/test-deploy/deploy-local.log; exit 1; }
+  # pipefail: the pipeline fails when deploy-local.sh does (the filter's own status is ignored).
+  if ! scripts/deploy-local.sh 2>&1 | tee build/test-deploy/deploy-local.log \
+      | { grep -E '^\[deploy-local|PLAY RECAP|: ok=|^===|PASS|FAIL' || true; }; then
+    log "deploy-local.sh failed"; tail -n 60 build/test-deploy/deploy-local.log; exit 1
+  fi
   timings+=("deploy-local.sh: $((SECONDS - start)) s")
 fi
 
