@@ -248,8 +248,7 @@ def test_a_swarm_inventory_without_a_manager_is_refused(swarm_fleet, tmp_path):
 
 def test_start_first_without_a_free_node_is_refused_and_changes_nothing(swarm_fleet):
     before = service()["Version"]["Index"]
-    # Only the service's part of the deploy (the check comes first there).
-    run_ = swarm_playbook("deploy.yml", "--tags", "triton_server", "-e", "triton_server_swarm_replicas=4", "-e",
+    run_ = swarm_playbook("deploy.yml", "-e", "triton_server_swarm_replicas=4", "-e",
                           "triton_server_swarm_update_order=start-first", log_name="start-first-without-free-node")
     assert run_.returncode != 0
     assert "start-first starts each new task on a node without one, so it needs replicas + update" in run_.output
