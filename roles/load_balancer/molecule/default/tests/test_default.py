@@ -57,11 +57,21 @@ def test_stats_listen_on_loopback_only(host):
         "server server-1 127.0.0.1:18001 proto h2 check port 18000 check-proto h1",
         "server server-2 127.0.0.1:28000 check",
         "option redispatch 1",
-        "timeout queue 2s",
+        "timeout queue 10s",
+        "default-server inter 1s fastinter 250ms rise 2 fall 2 maxconn 32 observe layer4 error-limit 1 "
+        "on-error mark-down",
+        "http-request return errorfile /etc/haproxy/errors/grpc-overloaded.http if { queue(triton_grpc) ge 256 }",
     ],
 )
 def test_config_has_line(host, line):
     assert line in [raw.strip() for raw in host.file(CONFIG).content_string.splitlines()]
+
+
+@pytest.mark.parametrize(("name", "status"), [("grpc-permission-denied", "7"), ("grpc-overloaded", "14")])
+def test_the_grpc_answers_of_haproxy_are_http_with_crlf(host, name, status):
+    content = host.file(f"/etc/haproxy/errors/{name}.http").content
+    assert content.startswith(b"HTTP/1.1 200 OK\r\n") and content.endswith(b"\r\n\r\n")
+    assert f"grpc-status: {status}\r\n".encode() in content
 
 
 def test_the_certificate_chains_to_the_fleet_ca(host):
