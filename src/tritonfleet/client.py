@@ -15,6 +15,32 @@ from .errors import TritonfleetError, UsageError
 PROTOCOLS = ("grpc", "http")
 DEFAULT_PORTS = {"grpc": 8001, "http": 8000}
 
+#: The gRPC service config of this project's clients (docs/DEPLOY.md shows it for users' own clients): a call that
+#: fails with UNAVAILABLE (a server that died under it, a stream the load balancer refused) is sent again, at most
+#: 3 attempts with backoff; inference, health and metadata are idempotent. `retryThrottling` is the retry budget:
+#: each failure costs a token, each success gives back 0.1, and no retry is sent below half of the 10 tokens, so a
+#: fleet that refuses everything is not retried into a storm. A request the load balancer sheds carries
+#: `grpc-retry-pushback-ms: -1` and is never retried.
+GRPC_SERVICE_CONFIG: dict[str, Any] = {
+    "methodConfig": [{
+        "name": [{"service": "inference.GRPCInferenceService"}],
+        "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"]},
+    }],
+    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+}
+
+
+def grpc_channel_args(service_config: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
+    """tritonclient's own channel arguments (unbounded message sizes) plus retries by `service_config`
+    (default GRPC_SERVICE_CONFIG)."""
+    import json
+
+    unbounded = 2**31 - 1
+    return [("grpc.max_send_message_length", unbounded), ("grpc.max_receive_message_length", unbounded),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", json.dumps(service_config or GRPC_SERVICE_CONFIG))]
+
 
 class ClientError(TritonfleetError):
     """The server could not be reached, timed out, or refused a request. `str()` is one line."""
@@ -79,7 +105,8 @@ class TextClient:
                 if ca_file is not None:
                     Path(ca_file).read_bytes()  # one clear error for a missing file, before the client's own
                 self._client = self._mod.InferenceServerClient(self.url, ssl=ca_file is not None,
-                                                               root_certificates=str(ca_file) if ca_file else None)
+                                                               root_certificates=str(ca_file) if ca_file else None,
+                                                               channel_args=grpc_channel_args())
             else:
                 self._client = self._mod.InferenceServerClient(
                     self.url, connection_timeout=timeout, network_timeout=timeout, ssl=ca_file is not None,
