@@ -40,15 +40,23 @@ class Stats:
         self.errors_total = 0
         self.error_samples: list[str] = []
         self.error_statuses: dict[str, int] = {}
+        #: Every request, in the order they ended: (end, latency, status) with times in seconds from `begin`,
+        #: status "OK" or the error's; kept only with --events.
+        self.events: list[tuple[float, float, str]] | None = None
+        self.begin = start
 
     def ok(self, t0: float, t1: float) -> None:
         if self.start <= t1 <= self.end:
             self.latencies.append(t1 - t0)
+        if self.events is not None:
+            self.events.append((round(t1 - self.begin, 4), round(t1 - t0, 4), "OK"))
 
-    def error(self, t1: float, exc: BaseException | str) -> None:
+    def error(self, t1: float, exc: BaseException | str, t0: float | None = None) -> None:
         self.errors_total += 1
         status = getattr(exc, "status", None)
         status = str(status() if callable(status) else status or type(exc).__name__)
+        if self.events is not None:
+            self.events.append((round(t1 - self.begin, 4), round(t1 - (t0 if t0 is not None else t1), 4), status))
         self.error_statuses[status] = self.error_statuses.get(status, 0) + 1
         if self.start <= t1 <= self.end:
             self.errors += 1
@@ -60,7 +68,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     payload = json.loads(open(args.data).read())  # noqa: SIM115, ASYNC230 - read before the clock starts
     loop = asyncio.get_running_loop()
     t_begin = loop.time()
+    unix_begin = time.time()
     stats = Stats(t_begin + args.warmup, t_begin + args.warmup + args.duration)
+    stats.begin = t_begin
+    if args.events:
+        stats.events = []
 
     def stop() -> None:  # SIGTERM ends the run early (the users finish their request in flight); stats still print
         stats.end = min(stats.end, loop.time())
@@ -128,7 +140,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 await send(idx)
             except Exception as exc:  # noqa: BLE001 - every failure is an error of the benchmark
-                stats.error(loop.time(), exc)
+                stats.error(loop.time(), exc, t0)
                 await asyncio.sleep(0.05)
             else:
                 stats.ok(t0, loop.time())
@@ -153,6 +165,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     measured = max(1e-9, stats.end - stats.start)
     if args.latencies:
         np.save(args.latencies, np.asarray(stats.latencies, dtype=np.float64))
+    if args.events:
+        with open(args.events, "w") as f:  # noqa: ASYNC230 - after the clock stopped
+            json.dump({"unix_begin": unix_begin, "events": stats.events}, f)
     return {
         "mode": args.mode, "users": args.users, "duration_s": round(measured, 2), "warmup_s": args.warmup,
         "completed": done, "throughput": round(done / measured, 2), "errors": stats.errors,
@@ -181,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ca-file", help="gRPC over TLS, trusting this CA (a load balancer's certificate)")
     p.add_argument("--latencies", help="also write the measured window's latencies (seconds, .npy) here, for "
                                        "merging the percentiles of several load generator processes")
+    p.add_argument("--events", help="also write every request (end and latency in seconds from the start, status "
+                                    "OK or the error's) as JSON here, with the start's Unix time: a timeline")
     args = p.parse_args(argv)
     result = asyncio.run(_run(args))
     json.dump(result, sys.stdout)
