@@ -77,11 +77,12 @@ def test_endpoint_answers_200(host, path):
     assert host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8000{path}") == "200"
 
 
-def test_release_id_label_matches_current_release(host):
+def test_the_release_of_the_label_is_the_folder_mounted(host):
     label = inspect(host)["Config"]["Labels"]["org.tritonfleet.release-id"]
-    assert host.file(f"{ROOT}/current").linked_to == f"{ROOT}/releases/{label}"
+    mounts = {m["Destination"]: m for m in inspect(host)["Mounts"]}
+    assert mounts["/models"]["Source"] == f"{ROOT}/releases/{label}"
 
 
-@pytest.mark.parametrize("arg", ["--model-repository=/models/current", "--model-control-mode=none"])
+@pytest.mark.parametrize("arg", ["--model-repository=/models", "--model-control-mode=none"])
 def test_server_argument(host, arg):
     assert arg in inspect(host)["Args"]
