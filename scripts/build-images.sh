@@ -29,8 +29,9 @@ BASE_IMAGE=$(image debian12_base)
 TRITON_IMAGE=$(image tritonserver_cpu)
 CONVERT_IMAGE=$(image convert)
 
-# Packages of the systemd image: what systemd as PID 1 and Ansible's modules (apt, systemd, user, ...) need.
-SYSTEMD_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,sudo,gnupg,curl,pciutils,kmod,less
+# Packages of the systemd image: what systemd as PID 1 and Ansible's modules (apt, systemd, user, ...) need, and sshd
+# (the local fleet's hosts are reached over SSH, like production's).
+SYSTEMD_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,sudo,gnupg,curl,pciutils,kmod,less,openssh-server
 # Packages of the plain base (tritonserver-cpu, convert): python 3.11 with its shared library and venv support.
 BASE_PACKAGES=python3,python3-venv,libpython3.11,ca-certificates,zlib1g,libexpat1
 # dpkg drops documentation, man pages and locales: smaller images, faster imports.
@@ -85,7 +86,14 @@ build_systemd() {
   # systemd as PID 1: Molecule's platforms and the local fleet hosts. STOPSIGNAL is set at run time
   # (docker import does not take it): fleet.sh and molecule stop the containers with SIGRTMIN+3.
   # The apt lists stay in the image, as on a real host: Ansible's apt module (cache_valid_time) trusts them.
-  mmdebstrap_image "$SYSTEMD_IMAGE" "$SYSTEMD_PACKAGES" '["/lib/systemd/systemd"]' --skip=cleanup/apt/lists
+  # The login user deploy (uid 2000, passwordless sudo, as a provisioned production host has it); no host keys and
+  # sshd off: scripts/fleet.sh gives each fleet host its own host key, the controller's public key and sshd at boot
+  # (Molecule's containers, reached with the docker connection, run no sshd).
+  mmdebstrap_image "$SYSTEMD_IMAGE" "$SYSTEMD_PACKAGES" '["/lib/systemd/systemd"]' --skip=cleanup/apt/lists \
+    --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
+    --customize-hook='rm -f "$1"/etc/systemd/system/multi-user.target.wants/ssh.service "$1"/etc/systemd/system/sshd.service' \
+    --customize-hook='chroot "$1" useradd --create-home --uid 2000 --user-group --shell /bin/bash deploy' \
+    --customize-hook='echo "deploy ALL=(ALL:ALL) NOPASSWD: ALL" >"$1"/etc/sudoers.d/deploy && chmod 0440 "$1"/etc/sudoers.d/deploy'
 }
 
 build_base() {

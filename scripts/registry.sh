@@ -15,13 +15,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-GATEWAY=${TRITONFLEET_GATEWAY:-172.30.0.1}
-PORT=${TRITONFLEET_REGISTRY_PORT:-5000}
-ADDRESS="$GATEWAY:$PORT"
 DIR=$(pwd)/build/registry
 PIDFILE=$DIR/registry.pid
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
+# Where the registry listens: the local fleet's tritonfleet_registry (inventories/local, the one place that says it).
+ADDRESS=${TRITONFLEET_REGISTRY_ADDRESS:-$(TRITONFLEET_INVENTORY=inventories/local \
+  inventory_var "$(TRITONFLEET_INVENTORY=inventories/local inventory_hosts all | head -n 1)" tritonfleet_registry)}
+[ -n "$ADDRESS" ] || { echo "registry: inventories/local sets no tritonfleet_registry" >&2; exit 1; }
 DEFAULT_IMAGES=("$(image tritonserver_cpu)" "$(image convert)")
 
 log() { printf '[registry %s] %s\n' "$(date +%H:%M:%S)" "$*"; }

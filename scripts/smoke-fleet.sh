@@ -9,7 +9,8 @@ export PATH="$PWD/.venv/bin:$PATH"
 export no_proxy="*" NO_PROXY="*"
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
-RECORD=${TRITONFLEET_DEPLOY_RECORD:-build/deployed/local.json}
+# The fleet's deploy record: build/deployed/<tritonfleet_fleet>.json.
+RECORD=${TRITONFLEET_DEPLOY_RECORD:-build/deployed/$(inventory_var "$(inventory_hosts all | head -n 1)" tritonfleet_fleet).json}
 
 status=0
 smoke() {  # NAME ADDRESS RECORD-ARGS [SMOKE-TEST-ARGS...]: the release the record names (--host HOST, or "")

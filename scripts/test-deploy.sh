@@ -29,9 +29,11 @@ if [ "${SKIP_DEPLOY:-0}" != 1 ]; then
 fi
 
 start=$SECONDS
-log "testinfra on the deployed fleet"
-pytest -p no:cacheprovider -m deploy tests/infra -v --hosts='ansible://triton_servers' \
+log "testinfra on the deployed fleet, over SSH: the servers, then the login user on every host"
+pytest -p no:cacheprovider -m deploy tests/infra/test_fleet.py -v --hosts='ansible://triton_servers' \
   --ansible-inventory=inventories/local --junitxml=build/test-deploy/infra.xml
+pytest -p no:cacheprovider -m deploy tests/infra/test_login_user.py -v --hosts='ansible://all' \
+  --ansible-inventory=inventories/local --junitxml=build/test-deploy/infra-login.xml
 timings+=("tests/infra: $((SECONDS - start)) s")
 
 start=$SECONDS

@@ -111,11 +111,12 @@ def save_log(log_name: str, run: PlaybookRun) -> None:
     (LOG_DIR / f"{log_name}.log").write_text(f"$ {' '.join(run.args)}\n{run.output}\n{footer}\n")
 
 
-def ansible_playbook(playbook: str, *args: str, inventory: list[Path] | None = None, log_name: str = "") -> PlaybookRun:
+def ansible_playbook(playbook: str, *args: str, inventory: list[Path] | None = None, log_name: str = "",
+                     env: dict[str, str] | None = None) -> PlaybookRun:
     cmd = playbook_command(playbook, *args, inventory=inventory)
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=playbook_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=playbook_env() | (env or {}), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
     run = PlaybookRun(cmd, proc.returncode, proc.stdout, time.monotonic() - start)
     if log_name:
         save_log(log_name, run)

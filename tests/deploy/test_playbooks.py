@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -38,6 +39,7 @@ from fleetlib import (
     smoke_test,
 )
 
+from tritonfleet.bench.chaos import new_release
 from tritonfleet.release import Release, deployed
 
 
@@ -184,19 +186,79 @@ def test_invalid_port_fails_validation_naming_the_host(tmp_path: Path):
     assert "triton_server_grpc_port=8000" in run.output
 
 
-def test_unreachable_host_is_reported_by_name(tmp_path: Path):
+def overlay_inventory(tmp_path: Path, host: str, group: str = "triton_servers", **host_vars) -> Path:
+    """An inventory that adds or changes one host's variables on top of the local one."""
     overlay = tmp_path / "overlay.yml"
-    overlay.write_text(
-        yaml.safe_dump(
-            {"triton_servers": {"hosts": {"tf-server-9": {"ansible_connection": "community.docker.docker"}}}}
-        )
-    )
-    run = ansible_playbook(
-        "site.yml", "-e", "tritonfleet_connect_timeout=5", inventory=[INVENTORY, overlay], log_name="unreachable-host"
-    )
-    assert run.returncode != 0
-    assert "tf-server-9 is UNREACHABLE" in run.output
-    assert "PLAY [Install Docker" not in run.output, "the run went on with an unreachable host"
+    overlay.write_text(yaml.safe_dump({group: {"hosts": {host: host_vars}}}))
+    return overlay
+
+
+def fresh_connections() -> dict[str, str]:
+    """A run that opens its own SSH connections: the connections an earlier run left open (ControlPersist) are
+    already past the host key and login checks. (A short folder: a socket's path has at most 107 bytes.)"""
+    return {"ANSIBLE_SSH_CONTROL_PATH_DIR": tempfile.mkdtemp(prefix="tf-cp-", dir="/tmp")}
+
+
+def stopped_at_the_door(run: PlaybookRun) -> bool:
+    """The run stopped in the validation: no play after it began."""
+    return (run.returncode != 0 and "PLAY [Validate the inventory]" in run.output
+            and "PLAY [Install Docker" not in run.output)
+
+
+def test_unreachable_host_is_reported_by_name(tmp_path: Path):
+    overlay = overlay_inventory(tmp_path, "tf-server-9", ansible_host="172.30.0.99")
+    run = ansible_playbook("site.yml", inventory=[INVENTORY, overlay], log_name="unreachable-host")
+    assert "tf-server-9 is UNREACHABLE (ansible_host=172.30.0.99, connection ssh)" in run.output
+    assert stopped_at_the_door(run), "the run went on with an unreachable host"
+
+
+def other_host_key(tmp_path: Path) -> str:
+    """The public half of a new ed25519 key: the host key of a host that is not the one pinned."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    return " ".join((tmp_path / "other.pub").read_text().split()[:2])
+
+
+@pytest.mark.parametrize("case", ["unknown", "changed"])
+def test_a_host_key_that_is_not_the_pinned_one_stops_the_run_before_anything_changes(tmp_path: Path, case):
+    host = SERVERS[0]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("" if case == "unknown" else f"{host_address(host)} {other_host_key(tmp_path)}\n")
+    overlay = overlay_inventory(tmp_path, host, ansible_ssh_common_args=f"-o UserKnownHostsFile={known_hosts}")
+    run = ansible_playbook("site.yml", inventory=[INVENTORY, overlay], env=fresh_connections(),
+                           log_name=f"host-key-{case}")
+    assert f"{host}: its SSH host key is not the one pinned in {known_hosts} (unknown or changed)" in run.output
+    assert stopped_at_the_door(run), run.output[-3000:]
+
+
+def test_a_client_key_the_hosts_do_not_know_stops_the_run(tmp_path: Path):
+    host = SERVERS[0]
+    other_host_key(tmp_path)  # a key pair of the controller's that no host authorizes
+    overlay = overlay_inventory(tmp_path, host, ansible_ssh_private_key_file=str(tmp_path / "other"))
+    run = ansible_playbook("site.yml", inventory=[INVENTORY, overlay], env=fresh_connections(),
+                           log_name="client-key-unknown")
+    assert f"{host}: SSH refused the login of deploy with the key {tmp_path / 'other'}" in run.output
+    assert stopped_at_the_door(run), run.output[-3000:]
+
+
+@pytest.fixture
+def user_without_sudo() -> str:
+    """A login user on the first server with the fleet's authorized key and no sudo rule (removed afterwards)."""
+    host, user = SERVERS[0], "tf-nosudo"
+    fleet_docker_exec(host, "sh", "-c", f"id -u {user} >/dev/null 2>&1 || useradd -m -s /bin/bash {user}; "
+                      f"mkdir -p /home/{user}/.ssh && cp /home/deploy/.ssh/authorized_keys /home/{user}/.ssh/ "
+                      f"&& chown -R {user}: /home/{user}/.ssh")
+    yield user
+    # Its sessions first (a connection Ansible keeps open), or userdel refuses.
+    fleet_docker_exec(host, "sh", "-c", f"pkill -KILL -u {user}; userdel --remove {user}")
+
+
+def test_a_login_user_without_sudo_stops_the_run(tmp_path: Path, user_without_sudo: str):
+    host = SERVERS[0]
+    overlay = overlay_inventory(tmp_path, host, ansible_user=user_without_sudo)
+    run = ansible_playbook("site.yml", inventory=[INVENTORY, overlay], env=fresh_connections(),
+                           log_name="login-user-without-sudo")
+    assert f"{host}: the login user {user_without_sudo} cannot become root with sudo without a password" in run.output
+    assert stopped_at_the_door(run), run.output[-3000:]
 
 
 # A smoke-test mismatch that stops the rollout (and rolls the host back) is test_hardening.py's broken release.
@@ -205,14 +267,12 @@ def test_unreachable_host_is_reported_by_name(tmp_path: Path):
 # --- a host that dies mid-deploy ---------------------------------------------------------------------------
 
 
-def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
-    """A change is rolled out and the second server dies (its container is killed) while its own rollout runs.
-    The run fails naming that host, the first server keeps serving what it took, and once the host is back a
-    plain deploy converges the fleet: every server passes its smoke test again."""
-    dying = SERVERS[1]
-    cmd = playbook_command("deploy.yml", "-e", "triton_server_log_verbose=1")
+def rollout_struck(dying: str, fault: list[str], *args: str, log_name: str) -> PlaybookRun:
+    """deploy.yml with `args`; `fault` (a command) runs as soon as `dying`'s own rollout has begun (its first result
+    in the rolling play)."""
+    cmd = playbook_command("deploy.yml", *args)
     lines: list[str] = []
-    killed_after = ""
+    struck = False
     start = time.monotonic()
     with subprocess.Popen(cmd, cwd=ROOT, env=playbook_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as proc:
@@ -223,20 +283,27 @@ def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
             lines.append(line)
             if line.startswith("PLAY ["):
                 in_rollout = line.startswith(f"PLAY [{rollout}]")
-            # The first result of the dying host inside the rollout play: its rollout has begun.
-            if in_rollout and not killed_after and f"[{dying}]" in line:
-                subprocess.run(["docker", "kill", dying], check=True, capture_output=True)
-                killed_after = line.strip()
+            if in_rollout and not struck and f"[{dying}]" in line:
+                subprocess.run(fault, check=True, capture_output=True)
+                struck = True
         returncode = proc.wait()
-    dying_run = PlaybookRun(cmd, returncode, "".join(lines), time.monotonic() - start)
-    save_log("host-dies-mid-deploy", dying_run)
-    output = dying_run.output
+    run = PlaybookRun(cmd, returncode, "".join(lines), time.monotonic() - start)
+    save_log(log_name, run)
+    assert struck, "the rollout never reached the host"
+    return run
+
+
+def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
+    """A change is rolled out and the second server dies (its container is killed) while its own rollout runs.
+    The run fails naming that host, the first server keeps serving what it took, and once the host is back a
+    plain deploy converges the fleet: every server passes its smoke test again."""
+    dying = SERVERS[1]
+    run = rollout_struck(dying, ["docker", "kill", dying], "-e", "triton_server_log_verbose=1",
+                         log_name="host-dies-mid-deploy")
     try:
-        assert killed_after, "the rollout never reached the second host"
-        assert returncode != 0
-        assert re.search(rf"fatal: \[{dying}\]: UNREACHABLE!", output), output[-3000:]
-        recap = dying_run.recap
-        assert recap[dying]["unreachable"] == 1, recap
+        assert run.returncode != 0
+        assert re.search(rf"fatal: \[{dying}\]: UNREACHABLE!", run.output), run.output[-3000:]
+        assert run.recap[dying]["unreachable"] == 1, run.recap
         # The first host finished its rollout (with the change) and keeps serving.
         assert "--log-verbose=1" in triton_container(SERVERS[0])["Args"]
         assert ready(SERVERS[0]) == 200
@@ -245,10 +312,37 @@ def test_a_host_that_dies_mid_deploy_is_named_and_a_rerun_recovers():
     finally:
         # Bring the host back whatever happened above, so the fleet is left converged.
         bring_back(dying)
-        run = ansible_playbook("deploy.yml", log_name="deploy-after-host-died")
-    assert run.returncode == 0, run.output[-3000:]
+        converged = ansible_playbook("deploy.yml", log_name="deploy-after-host-died")
+    assert converged.returncode == 0, converged.output[-3000:]
     for host in SERVERS:
         assert ready(host) == 200, host
         assert "--log-verbose=1" not in triton_container(host)["Args"], host
         smoke = smoke_test(host, fleet_release().path)
         assert smoke.returncode == 0, f"{host}: {smoke.stdout}{smoke.stderr}"
+
+
+def test_sshd_dying_mid_rollout_stops_it_and_the_record_names_what_each_host_serves(tmp_path: Path):
+    """A new release is rolled out; as the second server's rollout begins, its sshd dies (stopped, and the sessions
+    Ansible holds open killed). The rollout stops naming that host; the first host serves the new release, which
+    it passed its smoke test with; the second still serves the release it had; and the deploy record says exactly
+    that, host by host. Once sshd is back, a plain deploy converges the fleet."""
+    first, dying = SERVERS[0], SERVERS[1]
+    old = fleet_release()
+    new = new_release(old, tmp_path, "sshd")
+    kill_sshd = ["docker", "exec", dying, "sh", "-c", "systemctl stop ssh; pkill -KILL -x sshd; true"]
+    run = rollout_struck(dying, kill_sshd, "-e", json.dumps({"model_conversion_release": new.as_json()}),
+                         log_name="sshd-dies-mid-rollout")
+    try:
+        assert run.returncode != 0
+        assert re.search(rf"fatal: \[{dying}\]: UNREACHABLE!", run.output), run.output[-3000:]
+        served = {host: triton_container(host)["Config"]["Labels"]["org.tritonfleet.release-id"] for host in SERVERS}
+        assert served == {first: new.id, dying: old.id}
+        assert {host: deployed(RECORD, host).id for host in SERVERS} == served
+        assert smoke_test(first, new.path).returncode == 0
+        assert smoke_test(dying, old.path).returncode == 0
+        assert deployed(RECORD).id == old.id, "the record says the whole fleet took a release it did not"
+    finally:
+        fleet_docker_exec(dying, "systemctl", "start", "ssh")
+        converged = ansible_playbook("deploy.yml", log_name="deploy-after-sshd-died")
+    assert converged.returncode == 0, converged.output[-3000:]
+    assert {host: deployed(RECORD, host).id for host in SERVERS} == dict.fromkeys(SERVERS, old.id)

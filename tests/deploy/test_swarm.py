@@ -31,6 +31,7 @@ from pathlib import Path
 
 import fleetlib
 import pytest
+import yaml
 from fleetlib import (
     CA_FILE,
     ROOT,
@@ -43,15 +44,14 @@ from fleetlib import (
     playbook_env,
 )
 
-from tritonfleet.release import RELEASE_FILE, Release, deployed, write_sums
+from tritonfleet.bench.chaos import new_release
+from tritonfleet.release import Release, deployed
 
 USES_LOCAL_FLEET = False  # conftest.py: this module makes its own fleet
 
 INVENTORY = ROOT / "inventories" / "swarm-local"
-#: scripts/fleet.sh and scripts/smoke-fleet.sh for this fleet: its hosts, its own network, the local registry.
-FLEET_ENV = {"TRITONFLEET_INVENTORY": "inventories/swarm-local", "TRITONFLEET_NETWORK": "tritonfleet-swarm",
-             "TRITONFLEET_SUBNET": "172.31.0.0/24", "TRITONFLEET_GATEWAY": "172.31.0.1", "TRITONFLEET_REGISTRY": "0",
-             "TRITONFLEET_DEPLOY_RECORD": "build/deployed/swarm-local.json"}
+#: scripts/fleet.sh and scripts/smoke-fleet.sh for this fleet (its inventory says the rest: hosts, network, keys).
+FLEET_ENV = {"TRITONFLEET_INVENTORY": "inventories/swarm-local"}
 RECORD = ROOT / "build" / "deployed" / "swarm-local.json"
 REGISTRY = "172.30.0.1:5000"
 NODES = inventory_group("triton_servers", INVENTORY)  # the nodes that may run Triton
@@ -136,18 +136,6 @@ def swarm_playbook(playbook: str, *args: str, log_name: str):
 
 def changed_hosts(run_) -> dict[str, int]:
     return {host: counts["changed"] for host, counts in run_.recap.items() if counts["changed"]}
-
-
-def new_release(good: Release, folder: Path, name: str) -> Release:
-    """Another release that serves what `good` serves: its files, with another key in release.json (so another id).
-    Triton does not read release.json; the id changes, so every task is replaced."""
-    path = folder / name
-    shutil.copytree(good.path, path)
-    info = json.loads((path / RELEASE_FILE).read_text())
-    info["key"] = f"{name[:6]}{time.time_ns() % 16**10:010x}"  # new on every run: a rerun on a kept fleet rolls too
-    (path / RELEASE_FILE).write_text(json.dumps(info))
-    write_sums(path)
-    return Release.open(path)
 
 
 def unloadable_release(good: Release, folder: Path) -> Release:
@@ -236,11 +224,11 @@ def test_a_second_run_changes_nothing(swarm_fleet):
 
 
 def test_a_swarm_inventory_without_a_manager_is_refused(swarm_fleet, tmp_path):
-    hosts = (INVENTORY / "hosts.yml").read_text().replace("    swarm_managers:\n      hosts:\n        tf-swarm-1:\n",
-                                                           "    swarm_managers:\n      hosts: {}\n")
+    hosts = yaml.safe_load((INVENTORY / "hosts.yml").read_text())
+    hosts["all"]["children"]["swarm_managers"]["hosts"] = {}
     inventory = tmp_path / "no-manager"
     shutil.copytree(INVENTORY / "group_vars", inventory / "group_vars", symlinks=False)
-    (inventory / "hosts.yml").write_text(hosts)
+    (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     run_ = ansible_playbook("validate.yml", inventory=[inventory], log_name="swarm-no-manager")
     assert run_.returncode != 0
     assert "the swarm needs a manager: at least one host in the group swarm_managers (has 0)" in run_.output
