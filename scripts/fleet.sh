@@ -97,7 +97,20 @@ host_ip() {
 }
 
 ensure_network() {
-  if docker network inspect "$NETWORK" >/dev/null 2>&1; then return; fi
+  local subnet users
+  if subnet=$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' "$NETWORK" 2>/dev/null); then
+    [ "${subnet% }" = "$SUBNET" ] && return
+    # A network of that name from elsewhere (an older fleet.sh, another checkout) with another subnet: the
+    # inventory's addresses would not be on it.
+    users=$(docker network inspect -f '{{range .Containers}}{{.Name}} {{end}}' "$NETWORK")
+    if [ -n "$users" ]; then
+      echo "fleet: the network $NETWORK exists with the subnet ${subnet% } (the inventory says $SUBNET) and" \
+        "is used by: $users; remove them (or that fleet: scripts/fleet.sh destroy there), then run this again" >&2
+      return 1
+    fi
+    log "replacing network $NETWORK (subnet ${subnet% }, the inventory says $SUBNET)"
+    docker network rm "$NETWORK" >/dev/null
+  fi
   log "creating network $NETWORK ($SUBNET, gateway $GATEWAY)"
   docker network create --driver bridge --subnet "$SUBNET" --gateway "$GATEWAY" \
     --label org.tritonfleet.fleet=1 "$NETWORK" >/dev/null
@@ -123,6 +136,14 @@ ensure_keys() {
     printf '%s %s\n' "$(host_address "$host")" "$(cut -d' ' -f1,2 "$key.pub")" >>"$KNOWN_HOSTS.new"
   done
   mv -f "$KNOWN_HOSTS.new" "$KNOWN_HOSTS"
+}
+
+host_key_fingerprint() {  # HOST: the SHA256 fingerprint of the host key the fleet made for it
+  ssh-keygen -l -f "$SSH_DIR/hosts/$1/ssh_host_ed25519_key.pub" | cut -d' ' -f2
+}
+
+host_key_label() {  # HOST: the fingerprint its container was made with (empty: not made by this fleet.sh)
+  docker container inspect --format '{{ index .Config.Labels "org.tritonfleet.host-key" }}' "$1" 2>/dev/null
 }
 
 # What a host gets before it first boots, as a tar stream for `docker cp`: its host key, sshd's settings, the
@@ -184,12 +205,21 @@ create() {
   ensure_keys
   for host in "${HOSTS[@]}"; do
     state=$(host_state "$host" | tail -n1)
+    # A container of that name made with another host key (another checkout's fleet, a fleet whose keys were
+    # removed, one from before the fleet had sshd) would fail the pinned host key: it is replaced, disk and all.
+    if [ "$state" != absent ] && [ "$(host_key_label "$host")" != "$(host_key_fingerprint "$host")" ]; then
+      log "replacing $host: it was not made with this fleet's host key ($SSH_DIR/hosts/$host)"
+      docker rm -f "$host" >/dev/null
+      docker volume rm -f "$host-docker" >/dev/null
+      state=absent
+    fi
     case "$state" in
       running) log "$host is running" ;;
       absent)
         log "starting $host ($(host_address "$host"))"
         docker create --name "$host" --hostname "$host" --network "$NETWORK" --ip "$(host_address "$host")" \
-          --label org.tritonfleet.fleet=1 --label "org.tritonfleet.fleet-name=$FLEET" "${RUN_FLAGS[@]}" \
+          --label org.tritonfleet.fleet=1 --label "org.tritonfleet.fleet-name=$FLEET" \
+          --label "org.tritonfleet.host-key=$(host_key_fingerprint "$host")" "${RUN_FLAGS[@]}" \
           -v "$host-docker:/var/lib/docker" "$IMAGE" >/dev/null
         host_files "$host" | docker cp -a - "$host:/"
         docker start "$host" >/dev/null ;;
