@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploy the pipeline to the local fleet, end to end:
 #   1. a Docker engine on this machine, the images (scripts/build-images.sh: only what is out of date),
-#   2. the fleet (scripts/fleet.sh create: the hosts of inventories/local), when it is not running,
+#   2. the fleet (scripts/fleet.sh create: the hosts of inventories/local; idempotent),
 #   3. the embedded demo models (tritonfleet demo-model), the images pushed to the fleet's registry,
 #   4. ansible-playbook playbooks/site.yml -i inventories/local (extra arguments are passed on),
 #   5. the smoke-test predictions of every server and of the load balancer, for the release the deploy record
@@ -25,15 +25,12 @@ log "images (scripts/build-images.sh)"
 scripts/build-images.sh debian12-systemd tritonserver-cpu convert
 log "images ready in $((SECONDS - start)) s"
 
-running() { [ "$(docker inspect -f '{{.State.Running}}' "$1" 2>/dev/null)" = true ]; }
-fleet_up=1
-for host in $(inventory_hosts all); do running "$host" || fleet_up=0; done
-if [ "$fleet_up" = 0 ]; then
-  start=$SECONDS
-  log "creating the fleet (scripts/fleet.sh create)"
-  scripts/fleet.sh create
-  log "fleet created in $((SECONDS - start)) s"
-fi
+# Always: fleet.sh create is idempotent (a few seconds when the fleet runs) and is what checks that the running
+# hosts are this fleet's (its keys: a host made elsewhere, by another checkout, is replaced).
+start=$SECONDS
+log "the fleet (scripts/fleet.sh create)"
+scripts/fleet.sh create
+log "fleet ready in $((SECONDS - start)) s"
 
 start=$SECONDS
 log "demo models (tritonfleet demo-model)"
