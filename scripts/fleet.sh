@@ -198,16 +198,17 @@ wait_booted() {  # HOST: until systemd has finished booting (running or degraded
 }
 
 create() {
-  local start=$SECONDS host state
+  local start=$SECONDS host state fingerprint
   scripts/docker-up.sh >/dev/null
   docker image inspect "$IMAGE" >/dev/null 2>&1 || scripts/build-images.sh debian12-systemd
   ensure_network
   ensure_keys
   for host in "${HOSTS[@]}"; do
     state=$(host_state "$host" | tail -n1)
+    fingerprint=$(host_key_fingerprint "$host")
     # A container of that name made with another host key (another checkout's fleet, a fleet whose keys were
     # removed, one from before the fleet had sshd) would fail the pinned host key: it is replaced, disk and all.
-    if [ "$state" != absent ] && [ "$(host_key_label "$host")" != "$(host_key_fingerprint "$host")" ]; then
+    if [ "$state" != absent ] && [ "$(host_key_label "$host")" != "$fingerprint" ]; then
       log "replacing $host: it was not made with this fleet's host key ($SSH_DIR/hosts/$host)"
       docker rm -f "$host" >/dev/null
       docker volume rm -f "$host-docker" >/dev/null
@@ -219,7 +220,7 @@ create() {
         log "starting $host ($(host_address "$host"))"
         docker create --name "$host" --hostname "$host" --network "$NETWORK" --ip "$(host_address "$host")" \
           --label org.tritonfleet.fleet=1 --label "org.tritonfleet.fleet-name=$FLEET" \
-          --label "org.tritonfleet.host-key=$(host_key_fingerprint "$host")" "${RUN_FLAGS[@]}" \
+          --label "org.tritonfleet.host-key=$fingerprint" "${RUN_FLAGS[@]}" \
           -v "$host-docker:/var/lib/docker" "$IMAGE" >/dev/null
         host_files "$host" | docker cp -a - "$host:/"
         docker start "$host" >/dev/null ;;
