@@ -40,10 +40,13 @@ log "demo models ready in $((SECONDS - start)) s"
 # The fleet hosts pull the images from the fleet's registry (scripts/registry.sh; unchanged images are skipped).
 start=$SECONDS
 extra=()
-push_log=$(scripts/registry.sh push "$(image tritonserver_cpu)" "$(image convert)" | tee /dev/stderr)
+# tee to a file, not to /dev/stderr: reopening stderr truncates it when it is a file (`demo.sh > demo.log 2>&1` lost
+# everything before the push).
+push_log=build/registry-push.log
+scripts/registry.sh push "$(image tritonserver_cpu)" "$(image convert)" | tee "$push_log"
 # A tag pushed again: the hosts must pull it although they have an image of that name.
-if grep -q "$(image tritonserver_cpu) pushed in" <<<"$push_log"; then extra+=(-e triton_server_image_force_pull=true); fi
-if grep -q "$(image convert) pushed in" <<<"$push_log"; then extra+=(-e model_conversion_image_force_pull=true); fi
+if grep -q "$(image tritonserver_cpu) pushed in" "$push_log"; then extra+=(-e triton_server_image_force_pull=true); fi
+if grep -q "$(image convert) pushed in" "$push_log"; then extra+=(-e model_conversion_image_force_pull=true); fi
 log "images in the fleet's registry in $((SECONDS - start)) s"
 
 start=$SECONDS
