@@ -48,7 +48,7 @@ def cmd_random_model(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
+    from .convert import convert, parity_lines
     from .release import ModelSpec, conversion_key
 
     opts = options_from_args(args, CONVERT)
@@ -58,10 +58,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     golden, agreement = spec.check_texts()
     manifest = convert(args.model, args.output, opts, revision=args.revision, golden_texts=golden,
                        agreement_texts=agreement, key=conversion_key(spec, identity=identity), source=identity)
-    for fmt, rep in manifest["parity"].items():
-        figure = (f"label agreement {rep['label_agreement']:.2%} on {rep['texts']} texts" if fmt == "int8"
-                  else f"max |logit diff| {rep['max_abs_logit_diff']:.1e} over {rep['cases']} cases")
-        print(f"{fmt:<12} parity OK: {figure}")
+    print("\n".join(parity_lines(manifest["parity"])))
     print(f"artifacts: {args.output} (conversion key {manifest['conversion_key']})")
     return 0
 

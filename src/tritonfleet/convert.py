@@ -166,6 +166,24 @@ def check_parity(
     return {"max_abs_logit_diff": worst, "cases": len(shapes), "atol": atol, "input_shapes": shapes}
 
 
+def parity_lines(parity: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per check of a manifest's parity report, as `tritonfleet convert` prints it. The reports differ by
+    kind: logits (torchscript, onnx), labels (int8, int8-static), and the native tokenizer, which may fail its
+    parity without failing the conversion (`native.resolve` then refuses native preprocessing)."""
+    lines = []
+    for name, report in parity.items():
+        if "label_agreement" in report:
+            figure = f"parity OK: label agreement {report['label_agreement']:.2%} on {report['texts']} texts"
+        elif "max_abs_logit_diff" in report:
+            figure = f"parity OK: max |logit diff| {report['max_abs_logit_diff']:.1e} over {report['cases']} cases"
+        elif report.get("passed"):
+            figure = f"parity OK: {report.get('reason', '')}"
+        else:
+            figure = f"parity not met (preprocessing native is refused, auto serves python): {report.get('reason')}"
+        lines.append(f"{name:<12} {figure}")
+    return lines
+
+
 def label_agreement(candidate: Runner, reference: Runner, tokenizer: Any, texts: Sequence[str],
                     max_length: int) -> tuple[float, list[str]]:
     """Share of texts whose label is the same under both runners, and the texts that differ."""

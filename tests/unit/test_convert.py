@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -11,9 +12,9 @@ from tritonfleet import golden as g
 from tritonfleet import layout
 from tritonfleet.adapter import ModelTorchTraceAdapter
 from tritonfleet.cli import main
-from tritonfleet.convert import convert, encode, load_model, onnx_runner, torchscript_runner
+from tritonfleet.convert import convert, encode, load_model, onnx_runner, parity_lines, torchscript_runner
 from tritonfleet.errors import ParityError
-from tritonfleet.release import ModelOptions
+from tritonfleet.release import FORMATS, ModelOptions
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +113,35 @@ def test_int8_matmul_weights_have_one_zero_point_per_output_column(tiny_artifact
     per_tensor = [n.name for n in matmuls if len(n.input) < 4 or len(dims.get(n.input[3], [])) != 1
                   or dims[n.input[3]][0] < 2]
     assert per_tensor == [], f"{len(per_tensor)} of {len(matmuls)} MatMulInteger weights are per tensor"
+
+
+def test_the_parity_summary_has_a_line_for_every_check_of_every_formats_combination(tiny_artifacts):
+    """Every report kind the conversion writes (logits, labels, native) prints, whichever formats made it: the
+    formats' own reports, plus native's wherever onnx is exported."""
+    full = json.loads((tiny_artifacts / layout.MANIFEST_FILE).read_text())["parity"]
+    assert set(full) == {"torchscript", "onnx", "native", "int8", "int8-static"}
+    combinations = [c for n in range(1, len(FORMATS) + 1) for c in itertools.combinations(FORMATS, n)
+                    if "onnx" in c or not set(c) & set(layout.QUANTIZED_FORMATS)]
+    assert len(combinations) == 9
+    for formats in combinations:
+        parity = {name: full[name] for name in (*formats, *(("native",) if "onnx" in formats else ()))}
+        lines = parity_lines(parity)
+        assert [line.split()[0] for line in lines] == list(parity), formats
+        assert all(" parity " in f" {line} " for line in lines), lines
+
+
+def test_the_parity_summary_says_when_native_parity_was_not_met():
+    report = {"native": {"supported": False, "passed": False, "reason": "no native tokenizer graph: WordPiece"}}
+    assert parity_lines(report) == ["native       parity not met (preprocessing native is refused, auto serves "
+                                    "python): no native tokenizer graph: WordPiece"]
+
+
+def test_cli_convert_to_onnx_alone_prints_its_summary(tiny_model, tmp_path, capsys):
+    """The report of 2026-12-03: `convert --formats onnx` converted, then ended in a KeyError in the summary."""
+    out = tmp_path / "onnx"
+    code = main(["convert", "--model", str(tiny_model), "--output", str(out), "--formats", "onnx",
+                 "--native-parity-texts", "50"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    # The summary ends the output (torch.onnx prints its progress before it).
+    assert [line.split()[0] for line in printed.splitlines()[-3:]] == ["onnx", "native", "artifacts:"], printed
