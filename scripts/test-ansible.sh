@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Lint and test the Ansible side: yamllint, ansible-lint (production profile), then `molecule test` for every
-# role with a scenario (roles/*/molecule/default), one after the other. Stops at the first failure.
+# role with a scenario (roles/*/molecule/default), TF_MOLECULE_JOBS at a time (default 2: a scenario waits on
+# systemd, Docker and Triton as much as it computes). Each scenario's output goes to build/test-ansible/ROLE.log and
+# is printed whole when it ends; no scenario starts after one failed.
 #
 #   scripts/test-ansible.sh [ROLE...]     default: every role that has roles/ROLE/molecule/default
 #
-# Environment: SKIP_LINT=1, SKIP_MOLECULE=1. Prints a table of timings at the end.
+# Environment: SKIP_LINT=1, SKIP_MOLECULE=1, TF_MOLECULE_JOBS=N (1: one after the other). Prints a table of timings
+# at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -35,6 +38,55 @@ report() {
   printf '%s\n' "${timings[@]}"
 }
 
+molecule_one() {  # ROLE: `molecule test` in its role, output to its log, "SECONDS RC" to its result file
+  local role=$1 start=$SECONDS rc=0
+  # A container name per role (.config/molecule/config.yml): scenarios never collide.
+  # shellcheck disable=SC2016  # $1 is expanded by the inner bash
+  env TF_MOLECULE_INSTANCE="tf-molecule-${role//_/-}" bash -c 'cd "roles/$1" && molecule test' _ "$role" \
+    >"$logs/$role.log" 2>&1 || rc=$?
+  echo "$((SECONDS - start)) $rc" >"$logs/$role.result"
+}
+molecule_report() {  # ROLE: print its log and record its timing; false when it failed
+  local role=$1 took rc
+  read -r took rc <"$logs/$role.result"
+  printf '\n===== molecule test: %s (%d s, log: %s) =====\n' "$role" "$took" "$logs/$role.log"
+  cat "$logs/$role.log"
+  timings+=("$(printf '%-44s %5d s  %s' "molecule test: $role" "$took" "$([ "$rc" = 0 ] && echo ok || echo FAILED)")")
+  [ "$rc" = 0 ]
+}
+molecule_all() {  # JOBS ROLE...: the scenarios, JOBS at a time, reported in the order they end
+  local jobs=$1 role failed=
+  shift
+  local pending=("$@")
+  declare -A pid_role=()
+  while [ "${#pending[@]}" -gt 0 ] || [ "${#pid_role[@]}" -gt 0 ]; do
+    while [ -z "$failed" ] && [ "${#pending[@]}" -gt 0 ] && [ "${#pid_role[@]}" -lt "$jobs" ]; do
+      role=${pending[0]}; pending=("${pending[@]:1}")
+      rm -f "$logs/$role.result"
+      echo "[test-ansible $(date +%H:%M:%S)] molecule test: $role (started)"
+      molecule_one "$role" &
+      pid_role[$!]=$role
+    done
+    [ -n "$failed" ] && pending=()
+    [ "${#pid_role[@]}" -gt 0 ] || break
+    wait -n || true
+    for pid in "${!pid_role[@]}"; do
+      role=${pid_role[$pid]}
+      [ -f "$logs/$role.result" ] || continue  # its last act: the scenario is over
+      wait "$pid" || true
+      unset "pid_role[$pid]"
+      molecule_report "$role" || failed=$role
+    done
+  done
+  if [ -n "$failed" ]; then
+    report
+    echo "test-ansible: 'molecule test: $failed' failed (log: $logs/$failed.log)" >&2
+    exit 1
+  fi
+}
+
+logs=$ROOT/build/test-ansible
+mkdir -p "$logs"
 roles=("$@")
 if [ "${#roles[@]}" -eq 0 ]; then
   for scenario in roles/*/molecule/default; do
@@ -50,11 +102,6 @@ fi
 if [ "${SKIP_MOLECULE:-0}" != 1 ]; then
   step "docker engine" scripts/docker-up.sh
   step "images debian12-systemd, tritonserver-cpu" scripts/build-images.sh debian12-systemd tritonserver-cpu
-  for role in "${roles[@]}"; do
-    # A container name per role (.config/molecule/config.yml): scenarios never collide.
-    # shellcheck disable=SC2016  # $1 is expanded by the inner bash
-    step "molecule test: $role" env TF_MOLECULE_INSTANCE="tf-molecule-${role//_/-}" \
-      bash -c 'cd "roles/$1" && molecule test' _ "$role"
-  done
+  molecule_all "${TF_MOLECULE_JOBS:-2}" "${roles[@]}"
 fi
 report
