@@ -50,6 +50,17 @@ def built(tiny_model, tmp_path_factory) -> tuple[Release, Path, Path]:
     return build(spec_of(tiny_model), releases, conversions), releases, conversions
 
 
+def test_the_drill_s_new_releases_never_collide_in_one_folder(built, tmp_path):
+    """scripts/chaos.sh's rolling-deploy and swarm-rolling-update each make a new release in the drill's one work
+    folder; with a fixed folder name the second died in FileExistsError after 1,292 s of drill."""
+    from tritonfleet.bench.chaos import new_release
+
+    good = built[0]
+    first, second = new_release(good, tmp_path, "update"), new_release(good, tmp_path, "update")
+    assert first.path != second.path and first.id != second.id
+    assert {Release.open(first.path).id, Release.open(second.path).id} == {first.id, second.id}
+
+
 # --- the files and their checksums -------------------------------------------------------------------------
 
 

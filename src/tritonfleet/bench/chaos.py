@@ -174,9 +174,10 @@ def wait_for(what: str, condition: Callable[[], Any], seconds: float, interval: 
 
 def new_release(good: Release, folder: Path, name: str) -> Release:
     """Another release that serves what `good` serves: its files, another key in release.json, so another id, and
-    every server is restarted with it (a rolling deploy). New on every run."""
-    path = folder / name
-    shutil.copytree(good.path, path)
+    every server is restarted with it (a rolling deploy). New on every call: a folder of its own under `folder`
+    (two scenarios of one drill, rolling-deploy and swarm-rolling-update, each make one)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=folder))
+    shutil.copytree(good.path, path, dirs_exist_ok=True)
     info = json.loads((path / RELEASE_FILE).read_text())
     info["key"] = f"{name[:6]}{time.time_ns() % 16**10:010x}"
     (path / RELEASE_FILE).write_text(json.dumps(info))
