@@ -236,3 +236,18 @@ def load_texts(folder: Path) -> Path:
     path = folder / "texts.json"
     path.write_text(json.dumps({"texts": [t for task in TASKS.values() for t, _ in task.held_out]}))
     return path
+
+
+def balancer_limits() -> tuple[int, int, float]:
+    """(requests in flight per server, requests that may wait in the gRPC queue, seconds a request may wait there),
+    read from the load balancer's deployed HAProxy config: what it enforces, whatever the inventory said."""
+    path = yaml.safe_load((ROOT / "roles" / "load_balancer" / "defaults" / "main.yml").read_text())[
+        "load_balancer_config_file"]
+    config = subprocess.run(["docker", "exec", BALANCER, "cat", path], check=True, capture_output=True,
+                            text=True).stdout
+    maxconn = re.search(r"^\s*default-server .*\bmaxconn (\d+)", config, re.M)
+    max_queue = re.search(r"^\s*http-request return .* if \{ queue\(triton_grpc\) ge (\d+) \}", config, re.M)
+    queue = re.search(r"^\s*timeout queue (\d+)(ms|s|m)?\s*$", config, re.M)
+    assert maxconn and max_queue and queue, f"{BALANCER}:{path} sets no server maxconn, queue bound or queue timeout"
+    scale = {"ms": 0.001, None: 0.001, "s": 1.0, "m": 60.0}[queue.group(2)]
+    return int(maxconn.group(1)), int(max_queue.group(1)), int(queue.group(1)) * scale
