@@ -38,14 +38,14 @@ timings+=("tests/infra: $((SECONDS - start)) s")
 
 start=$SECONDS
 log "playbook tests (idempotence, check mode, bad input, failed rollout)"
-pytest -p no:cacheprovider -m deploy tests/deploy --ignore=tests/deploy/test_swarm.py -v -s \
+pytest -p no:cacheprovider -m deploy tests/deploy --ignore=tests/deploy/test_swarm.py -v -s --durations=12 \
   --junitxml=build/test-deploy/deploy.xml
 timings+=("tests/deploy: $((SECONDS - start)) s")
 
 if [ "${SKIP_SWARM:-0}" != 1 ]; then
   start=$SECONDS
   log "swarm mode on a fleet of its own (deploy, scale, a killed worker, rolling update, rollback)"
-  pytest -p no:cacheprovider -m deploy tests/deploy/test_swarm.py -v -s --junitxml=build/test-deploy/swarm.xml
+  pytest -p no:cacheprovider -m deploy tests/deploy/test_swarm.py -v -s --durations=8 --junitxml=build/test-deploy/swarm.xml
   timings+=("tests/deploy/test_swarm.py: $((SECONDS - start)) s")
 fi
 

@@ -10,10 +10,15 @@ DEFAULT_STAGES=("${ALL_STAGES[@]}")
 stages=("$@")
 [ "${#stages[@]}" -gt 0 ] || stages=("${DEFAULT_STAGES[@]}")
 
+setup_t0=$SECONDS
 scripts/setup.sh
+setup_s=$((SECONDS - setup_t0))
 export PATH="$PWD/.venv/bin:$PATH" HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p build/test-results
-summary=()
+summary=("$(printf '%-12s ok      %4ds' setup "$setup_s")")
+print_summary() {  # every stage's time, then the whole run's (setup included)
+  printf '%s\n' "" "=== test summary ===" "${summary[@]}" "$(printf '%-12s         %4ds' total "$SECONDS")"
+}
 run_stage() {
   local name=$1; shift
   local t0=$SECONDS
@@ -22,7 +27,7 @@ run_stage() {
     summary+=("$(printf '%-12s ok      %4ds' "$name" $((SECONDS - t0)))")
   else
     summary+=("$(printf '%-12s FAILED  %4ds' "$name" $((SECONDS - t0)))")
-    printf '%s\n' "" "=== test summary ===" "${summary[@]}"
+    print_summary
     exit 1
   fi
 }
@@ -41,4 +46,4 @@ for stage in "${stages[@]}"; do
     *) echo "test.sh: unknown stage '$stage' (stages: ${ALL_STAGES[*]})" >&2; exit 2 ;;
   esac
 done
-printf '%s\n' "" "=== test summary ===" "${summary[@]}"
+print_summary
