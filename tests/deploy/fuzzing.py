@@ -138,3 +138,41 @@ def http_requests(draw: st.DrawFn, max_batch_size: int) -> tuple[str, dict[str, 
     headers = {"Content-Type": "application/octet-stream",
                "Inference-Header-Content-Length": str(len(header) + lie)}
     return req.model, headers, header + t.serialized(), "binary-header"
+
+
+# --- smuggled model names -----------------------------------------------------------------------------------------
+
+def varint(value: int, padding: int = 0) -> bytes:
+    """Protobuf's varint of value, with `padding` extra bytes of zeros (a longer encoding parsers still accept)."""
+    out = bytearray()
+    while True:
+        out.append(value & 0x7F | (0x80 if value > 0x7F else 0))
+        value >>= 7
+        if not value:
+            break
+    if padding:
+        out[-1] |= 0x80
+        out += b"\x80" * (padding - 1) + b"\x00"
+    return bytes(out)
+
+
+@st.composite
+def name_field(draw: st.DrawFn, names: list[str]) -> bytes:
+    """Field 1 (the model's name) as a string, with its tag and length in the shortest encoding or a longer one."""
+    name = draw(st.sampled_from(names)).encode()
+    return (varint(1 << 3 | 2, draw(st.integers(0, 3))) + varint(len(name), draw(st.integers(0, 3))) + name)
+
+
+@st.composite
+def smuggled(draw: st.DrawFn, public: list[str], internal: list[str], rest: bytes) -> bytes:
+    """A request message that names an internal model in field 1, perhaps beside public names, in any order:
+    field 1 repeated (protobuf keeps the last), of another wire type (a varint, 4 or 8 bytes, which protobuf
+    skips as unknown), and around the other fields of a real request (`rest`). The message's bytes: gRPC frames
+    them."""
+    parts = [draw(name_field(internal))]
+    parts += draw(st.lists(name_field(public + internal), max_size=3))
+    parts += draw(st.lists(st.sampled_from([varint(1 << 3 | 0) + varint(7), varint(1 << 3 | 5) + b"\x01\x02\x03\x04",
+                                            varint(1 << 3 | 1) + bytes(8)]), max_size=2))
+    if rest:
+        parts.append(rest)
+    return b"".join(draw(st.permutations(parts)))

@@ -38,10 +38,11 @@ from fleetlib import (
     load_texts,
     smoke_test,
 )
-from fuzzing import CLIENT_ERROR_STATUSES, http_requests, malformed
+from fuzzing import CLIENT_ERROR_STATUSES, http_requests, malformed, smuggled
 from hypothesis import HealthCheck, given, settings
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from tritonfleet import layout
 from tritonfleet.bench.chaos import broken_release
 from tritonfleet.release import deployed
 
@@ -136,6 +137,145 @@ def test_admin_and_internal_http_calls_are_refused_at_the_load_balancer(method, 
 @pytest.mark.parametrize(("method", "request_message"), ADMIN_GRPC)
 def test_admin_grpc_calls_are_refused_at_the_load_balancer(method, request_message):
     assert grpc_status(lb_channel(), method, request_message) == "StatusCode.PERMISSION_DENIED"
+
+
+# --- the model a gRPC call names ----------------------------------------------------------------------------------
+
+SERVICE = "/inference.GRPCInferenceService"
+#: The largest request body the load balancer admits (load_balancer_max_request_size's default).
+MAX_REQUEST_SIZE = 262144
+
+
+def public_models() -> list[str]:
+    return deployed(RECORD).names()
+
+
+def internal_models() -> list[str]:
+    return [step for name in public_models() for step in layout.model_names(name).steps()]
+
+
+def raw_call(channel: grpc.Channel, method: str, message: bytes) -> tuple[str, bytes]:
+    """(status, answer's bytes) of a gRPC call whose message is sent as these bytes, unparsed."""
+    call = channel.unary_unary(f"{SERVICE}/{method}", request_serializer=None, response_deserializer=None)
+    try:
+        return "StatusCode.OK", call(message, timeout=10)
+    except grpc.RpcError as exc:
+        return str(exc.code()), b""
+
+
+def classifier_request(model: str) -> service_pb2.ModelInferRequest:
+    """A valid inference request for an internal classifier step (token ids and mask), from its metadata."""
+    channel = grpc.insecure_channel(f"{host_address(SERVERS[0])}:8001")
+    meta = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelMetadata(
+        service_pb2.ModelMetadataRequest(name=model), timeout=10)
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for tensor in meta.inputs:
+        request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=[1, 8])
+        width = 8 if tensor.datatype == "INT64" else 4
+        request.raw_input_contents.append((b"\x01" + bytes(width - 1)) * 8)
+    return request
+
+
+def smuggle_pairs() -> list[tuple[str, bytes]]:
+    """The issue's shape: a public model's request, then an internal step's, in one message (protobuf keeps the
+    last model name)."""
+    public, internal = public_models()[0], layout.model_names(public_models()[0]).classifier
+    return [
+        ("ModelReady", service_pb2.ModelReadyRequest(name=public).SerializeToString()
+         + service_pb2.ModelReadyRequest(name=internal).SerializeToString()),
+        ("ModelMetadata", service_pb2.ModelMetadataRequest(name=public).SerializeToString()
+         + service_pb2.ModelMetadataRequest(name=internal).SerializeToString()),
+        ("ModelInfer", service_pb2.ModelInferRequest(model_name=public).SerializeToString()
+         + classifier_request(internal).SerializeToString()),
+    ]
+
+
+@pytest.mark.parametrize("method", ["ModelReady", "ModelMetadata", "ModelInfer"])
+def test_an_internal_model_smuggled_after_a_public_one_runs_on_a_server(method):
+    """The server itself reads the last name: the shape is a real bypass, which only the load balancer stops."""
+    message = dict(smuggle_pairs())[method]
+    status, answer = raw_call(grpc.insecure_channel(f"{host_address(SERVERS[0])}:8001"), method, message)
+    assert status == "StatusCode.OK", status
+    if method == "ModelMetadata":
+        assert service_pb2.ModelMetadataResponse.FromString(answer).name.endswith("_classifier")
+
+
+@pytest.mark.parametrize("method", ["ModelReady", "ModelMetadata", "ModelInfer"])
+def test_an_internal_model_smuggled_after_a_public_one_is_refused_at_the_load_balancer(method):
+    assert raw_call(lb_channel(), method, dict(smuggle_pairs())[method])[0] == "StatusCode.PERMISSION_DENIED"
+
+
+@pytest.mark.parametrize("method", ["ModelReady", "ModelMetadata", "ModelInfer"])
+def test_an_internal_model_named_alone_is_refused_at_the_load_balancer(method):
+    internal = layout.model_names(public_models()[0]).classifier
+    message = {"ModelReady": service_pb2.ModelReadyRequest(name=internal),
+               "ModelMetadata": service_pb2.ModelMetadataRequest(name=internal),
+               "ModelInfer": classifier_request(internal)}[method].SerializeToString()
+    assert raw_call(lb_channel(), method, message)[0] == "StatusCode.PERMISSION_DENIED"
+
+
+def test_a_public_inference_with_its_model_name_last_passes_the_load_balancer():
+    """The load balancer parses the message: the name is found after the tensors too (a regex would miss it)."""
+    request = service_pb2.ModelInferRequest()
+    request.inputs.add(name=layout.TEXT, datatype="BYTES", shape=[1, 1])
+    request.raw_input_contents.append(len(b"a fine day").to_bytes(4, "little") + b"a fine day")
+    message = request.SerializeToString() + service_pb2.ModelInferRequest(
+        model_name=public_models()[0]).SerializeToString()
+    status, answer = raw_call(lb_channel(), "ModelInfer", message)
+    assert status == "StatusCode.OK"
+    assert service_pb2.ModelInferResponse.FromString(answer).model_name == public_models()[0]
+
+
+SMUGGLE_EXAMPLES = 300
+
+
+@pytest.mark.parametrize("method", ["ModelReady", "ModelMetadata", "ModelInfer"])
+def test_fuzzed_smuggled_model_names_are_all_refused_at_the_load_balancer(method):
+    """Field 1 repeated, reordered, in longer encodings and other wire types, around a real request's fields."""
+    rest = b""
+    if method == "ModelInfer":
+        request = classifier_request(internal_models()[1])
+        request.ClearField("model_name")
+        rest = request.SerializeToString()
+    channel, statuses = lb_channel(), {}
+
+    @settings(max_examples=SMUGGLE_EXAMPLES, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(smuggled(public_models(), internal_models(), rest))
+    def send(message):
+        status = raw_call(channel, method, message)[0]
+        statuses[status] = statuses.get(status, 0) + 1
+        assert status == "StatusCode.PERMISSION_DENIED", message.hex()
+
+    send()
+    print(f"smuggled {method}: {statuses}")
+    assert sum(statuses.values()) == SMUGGLE_EXAMPLES
+
+
+# --- the size bound -------------------------------------------------------------------------------------------
+
+
+def test_a_grpc_message_over_the_size_bound_is_refused_at_the_load_balancer():
+    request = service_pb2.ModelInferRequest(model_name=public_models()[0])
+    request.inputs.add(name=layout.TEXT, datatype="BYTES", shape=[1, 1])
+    request.raw_input_contents.append(MAX_REQUEST_SIZE.to_bytes(4, "little") + b"x" * MAX_REQUEST_SIZE)
+    assert raw_call(lb_channel(), "ModelInfer", request.SerializeToString())[0] == "StatusCode.RESOURCE_EXHAUSTED"
+
+
+def test_an_http_body_over_the_size_bound_is_refused_at_the_load_balancer():
+    path = f"/v2/models/{public_models()[0]}/infer"
+    assert https(path, "POST", b" " * (MAX_REQUEST_SIZE + 1)) == 413
+
+
+def test_an_http_body_without_its_length_is_refused_at_the_load_balancer():
+    context = ssl.create_default_context(cafile=str(CA_FILE))
+    conn = http.client.HTTPSConnection(host_address(BALANCER), 8000, context=context, timeout=10)
+    try:
+        conn.request("POST", f"/v2/models/{public_models()[0]}/infer", body=iter([b"{}"]),
+                     headers={"Content-Type": "application/json"}, encode_chunked=True)
+        assert conn.getresponse().status == 411
+    finally:
+        conn.close()
 
 
 def test_the_public_calls_pass_the_load_balancer():

@@ -1,6 +1,7 @@
 """Facts about a host converged by the load_balancer role (two stand-in servers on 18000 and 28000, TLS with the
 role's own CA, public models sentiment and topic)."""
 
+import base64
 import os
 from pathlib import Path
 
@@ -109,3 +110,86 @@ def test_server_is_up_in_the_stats(host, server):
     backend, name = server.split("/")
     rows = [row.split(",") for row in host.check_output(STATS).splitlines()]
     assert any(row[0] == backend and row[1] == name and row[17] == "UP" for row in rows if len(row) > 17)
+
+
+# --- the gRPC message parser: HAProxy answers a refused call itself (grpc-status 7, 8), others go to a server ---
+
+def field(number: int, wire: int, payload: bytes, tag_padding: int = 0) -> bytes:
+    """One protobuf field: its tag (padded with `tag_padding` zero bytes, a longer encoding) and its payload."""
+    tag = bytes([number << 3 | wire])
+    if tag_padding:
+        tag = bytes([tag[0] | 0x80]) + b"\x80" * (tag_padding - 1) + b"\x00"
+    return tag + (bytes([len(payload)]) + payload if wire == 2 else payload)
+
+
+def frame(message: bytes, compressed: int = 0, declared: int | None = None) -> bytes:
+    """A gRPC message: compressed flag, 4-byte big-endian length, the message."""
+    return bytes([compressed]) + (len(message) if declared is None else declared).to_bytes(4, "big") + message
+
+
+def name(model: str, **kwargs) -> bytes:
+    return field(1, 2, model.encode(), **kwargs)
+
+
+TENSOR = field(5, 2, name("TEXT") + field(2, 2, b"BYTES"))  # an input tensor (field 5), its own field 1 inside
+
+
+def grpc_status(host, message: bytes, method: str = "ModelMetadata") -> str:
+    """The grpc-status HAProxy answers with (from its errorfiles), or "" when it passed the call to a server."""
+    host.run(f"echo {base64.b64encode(message).decode()} | base64 -d > /tmp/grpc-message")
+    headers = host.check_output(
+        "curl -s -m 10 --http2 --cacert /etc/haproxy/tls/ca.crt -H 'content-type: application/grpc' -H 'te: trailers' "
+        f"--data-binary @/tmp/grpc-message -o /dev/null -D - https://127.0.0.1:8001/inference.GRPCInferenceService/{method}")
+    return next((line.split(":", 1)[1].strip() for line in headers.splitlines() if line.startswith("grpc-status:")), "")
+
+
+@pytest.mark.parametrize(("shape", "message"), [
+    ("a public model", frame(name("sentiment"))),
+    ("the other public model", frame(name("topic"))),
+    ("its name after the tensors", frame(TENSOR + field(7, 2, b"data") + name("sentiment"))),
+    ("a longer encoding of the tag", frame(name("sentiment", tag_padding=2))),
+])
+def test_a_call_naming_a_public_model_once_passes(host, shape, message):
+    assert grpc_status(host, message, "ModelInfer") == "", shape
+
+
+@pytest.mark.parametrize(("shape", "message"), [
+    ("an internal step", frame(name("sentiment_classifier"))),
+    ("another model", frame(name("other"))),
+    ("no name", frame(TENSOR)),
+    ("an internal step after a public model", frame(name("sentiment") + name("sentiment_classifier"))),
+    ("an internal step before a public model", frame(name("sentiment_classifier") + name("sentiment"))),
+    ("a public model twice", frame(name("sentiment") + name("sentiment"))),
+    ("an internal step in a longer tag", frame(name("sentiment") + name("sentiment_tokenizer", tag_padding=3))),
+    ("field 1 as a varint, then a name", frame(field(1, 0, b"\x07") + name("sentiment"))),
+    ("field 1 as 4 bytes, then a name", frame(name("sentiment") + field(1, 5, b"abcd"))),
+    ("a group", frame(name("sentiment") + field(2, 3, b""))),
+    ("a length past the end", frame(name("sentiment") + bytes([5 << 3 | 2, 100]) + b"x")),
+    ("a fixed field cut short", frame(name("sentiment") + field(3, 1, b"abc"))),
+    ("a compressed message", frame(name("sentiment"), compressed=1)),
+    ("a message longer than it says", frame(name("sentiment"), declared=3)),
+    ("a message shorter than it says", frame(name("sentiment"), declared=40)),
+    ("two messages", frame(name("sentiment")) + frame(name("sentiment_classifier"))),
+    ("a header only", b"\x00\x00\x00"),
+])
+@pytest.mark.parametrize("method", ["ModelReady", "ModelMetadata", "ModelInfer"])
+def test_a_call_that_does_not_name_one_public_model_for_certain_is_refused(host, shape, message, method):
+    assert grpc_status(host, message, method) == "7", shape
+
+
+def test_a_grpc_message_over_the_size_bound_is_refused_with_resource_exhausted(host):
+    assert grpc_status(host, frame(name("sentiment"), declared=262145), "ModelInfer") == "8"
+
+
+def test_an_http_body_over_the_size_bound_is_refused(host):
+    code = host.check_output("head -c 262145 /dev/zero > /tmp/big-body; curl -s -o /dev/null -w '%{http_code}' "
+                             "--cacert /etc/haproxy/tls/ca.crt -H 'content-type: application/json' "
+                             "--data-binary @/tmp/big-body https://127.0.0.1:8000/v2/models/sentiment/infer")
+    assert code == "413"
+
+
+def test_an_http_body_without_its_length_is_refused(host):
+    code = host.check_output("echo '{}' | curl -s -o /dev/null -w '%{http_code}' --cacert /etc/haproxy/tls/ca.crt "
+                             "-H 'transfer-encoding: chunked' --data-binary @- "
+                             "https://127.0.0.1:8000/v2/models/sentiment/infer")
+    assert code == "411"
