@@ -8,6 +8,8 @@
 # Idempotent: each image carries a label with the sha256 of its inputs (package lists, Dockerfile, wheel pins,
 # the base image's id, the project's sources); an image whose label matches is not rebuilt.
 # FORCE=1 rebuilds anyway. Timings are printed per image.
+# TRITONFLEET_CONVERT_IMAGE=NAME builds the conversion image under another name than docker/images.yml's (a test
+# build beside the fleet's image; the same inputs give the same image, from the layer cache).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +17,6 @@ DEBIAN_MIRROR=${TRITONFLEET_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBIAN_SECURITY_MIRROR=${TRITONFLEET_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 SUITE=bookworm
 PYTRITON_VERSION=${TRITONFLEET_PYTRITON_VERSION:-0.7.0}
-TORCH_VERSION=${TRITONFLEET_TORCH_VERSION:-2.13.0}     # a CPU wheel; an unpinned torch pulls GBs of CUDA packages
 PIP=${PIP:-.venv/bin/pip}
 PYTHON=${PYTHON:-.venv/bin/python}
 WORK=build/images
@@ -27,11 +28,14 @@ FORCE=${FORCE:-0}
 SYSTEMD_IMAGE=$(image debian12_systemd)
 BASE_IMAGE=$(image debian12_base)
 TRITON_IMAGE=$(image tritonserver_cpu)
-CONVERT_IMAGE=$(image convert)
+CONVERT_IMAGE=${TRITONFLEET_CONVERT_IMAGE:-$(image convert)}
+# The conversion image's lock for this machine's base (Python 3.11): the CPU torch wheel and the demo weights included.
+CONVERT_LOCK=docker/conversion-requirements/local.txt
 
-# Packages of the systemd image: what systemd as PID 1 and Ansible's modules (apt, systemd, user, ...) need, and sshd
-# (the local fleet's hosts are reached over SSH, like production's).
-SYSTEMD_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,sudo,gnupg,curl,pciutils,kmod,less,openssh-server
+# Packages of the systemd image: what systemd as PID 1 and Ansible's modules (apt, systemd, user, ...) need, sshd
+# (the local fleet's hosts are reached over SSH, like production's), and a C compiler, as a GPU host has it for its
+# NVIDIA driver (DKMS): the triton_server role builds the admin key's loader on each host.
+SYSTEMD_PACKAGES=systemd,systemd-sysv,dbus,python3,python3-apt,ca-certificates,iproute2,procps,sudo,gnupg,curl,pciutils,kmod,less,openssh-server,gcc,libc6-dev
 # Packages of the plain base (tritonserver-cpu, convert): python 3.11 with its shared library and venv support.
 BASE_PACKAGES=python3,python3-venv,libpython3.11,ca-certificates,zlib1g,libexpat1
 # dpkg drops documentation, man pages and locales: smaller images, faster imports.
@@ -158,58 +162,41 @@ PY
   log "$TRITON_IMAGE built in $((SECONDS - start)) s ($(docker image inspect --format '{{.Size}}' "$TRITON_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 }
 
-project_checksums() {  # the checksums of the project's files that go into the conversion image
-  "$PYTHON" - <<'PY'
-from pathlib import Path
-from tritonfleet.release import file_checksums, file_sha256
-for folder in ("src", "model_repository"):
-    for path, digest in file_checksums(Path(folder)).items():
-        if ".egg-info/" not in path:
-            print(digest, f"{folder}/{path}")
-for name in ("pyproject.toml", "README.md"):
-    if Path(name).is_file():
-        print(file_sha256(Path(name)), name)
-PY
+# The conversion image's build context and inputs are made by `tritonfleet image-context`
+# (src/tritonfleet/conversion_image.py), the one owner of both: the model_conversion role (image source `build`)
+# makes the same context, computes the same label and so builds the same image from the same build arguments.
+convert_inputs() {  # BUILD-ARGS...: the image's inputs (its label's value)
+  "$PYTHON" -m tritonfleet.cli image-context --project . "$@" \
+    | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["inputs"])'
 }
 
 build_convert() {
   build_base
-  local ctx=$WORK/convert cache=$WORK/wheelhouse-convert hash start requirements
-  # The project's dependencies: pyproject.toml's dependencies plus the "convert" extra (the image installs the
-  # project itself with --no-deps, after them).
-  requirements=$("$PYTHON" - <<'PY'
-import tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))["project"]
-print("\n".join(project["dependencies"] + project["optional-dependencies"]["convert"]))
-PY
-)
-  hash=$( { printf '%s\n' "recipe=2" "$TORCH_VERSION" "$requirements" "$(image_id "$BASE_IMAGE")"; \
-    cat docker/conversion.Dockerfile; project_checksums; } | inputs_hash)
+  local ctx cache=$WORK/wheelhouse-convert hash start lock_sum args
+  # The build arguments, which are inputs of the label: the base by its id (a rebuilt base rebuilds this image), the
+  # local lock, and the Dockerfile's default PIP_OPTIONS (offline, from the wheelhouse in the context).
+  args=(--build-arg "BASE=$(image_id "$BASE_IMAGE")" --build-arg REQUIREMENTS=local)
+  hash=$(convert_inputs "${args[@]}")
   if up_to_date "$CONVERT_IMAGE" "$hash"; then log "$CONVERT_IMAGE is up to date"; return; fi
   start=$SECONDS
-  # The wheelhouse is kept between builds (build/images/wheelhouse-convert) and downloaded again only when the
-  # requirements change: the docker build then reuses its cached dependency layers, and a change of src/ costs
-  # only the last layers.
-  if [ "$(cat "$cache/.requirements" 2>/dev/null)" != "torch==$TORCH_VERSION"$'\n'"$requirements" ]; then
-    log "downloading the conversion wheels (torch==$TORCH_VERSION CPU, transformers, onnx, ...)"
+  # The wheelhouse is kept between builds (build/images/wheelhouse-convert) and downloaded again only when the lock
+  # changes: the docker build then reuses its cached dependency layers, and a change of src/ costs only the last
+  # layers. pip checks every file against the lock's hashes here, and again in the image.
+  lock_sum=$(sha256sum <"$CONVERT_LOCK")
+  if [ "$(cat "$cache/.lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
+    log "downloading the conversion wheels of $CONVERT_LOCK (torch CPU, transformers, onnx, ...)"
+    rm -rf "$cache.part.$$"
+    wheelhouse "$cache.part.$$" --require-hashes --only-binary=:all: -r "$CONVERT_LOCK"
+    printf '%s\n' "$lock_sum" >"$cache.part.$$/.lock-sha256"
     rm -rf "$cache"
-    # shellcheck disable=SC2086  # one requirement per word
-    wheelhouse "$cache" "torch==$TORCH_VERSION" "setuptools>=77" wheel $requirements
-    printf '%s\n' "$requirements" >"$cache/requirements.txt"
-    printf '%s\n%s' "torch==$TORCH_VERSION" "$requirements" >"$cache/.requirements"
+    mv "$cache.part.$$" "$cache"
   fi
-  rm -rf "$ctx"; mkdir -p "$ctx/project"
-  cp -al "$cache" "$ctx/wheels"
-  rm -f "$ctx/wheels/.requirements"
-  cp -r pyproject.toml src "$ctx/project/"
-  cp -r model_repository "$ctx/model_repository"
-  if [ -f README.md ]; then cp README.md "$ctx/project/"; else echo "# tritonfleet" >"$ctx/project/README.md"; fi
-  find "$ctx/project" "$ctx/model_repository" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
-  cp docker/conversion.Dockerfile "$ctx/"
+  ctx=$WORK/context-$(printf '%s' "$CONVERT_IMAGE" | tr -c 'A-Za-z0-9._-' '_')
+  [ "$(convert_inputs "${args[@]}" --wheelhouse "$cache" --output "$ctx")" = "$hash" ] \
+    || { echo "build-images: the project changed during the build of $CONVERT_IMAGE; run it again" >&2; exit 1; }
   log "docker build $CONVERT_IMAGE ($(du -sh "$ctx/wheels" | cut -f1) of wheels)"
-  docker build --quiet -f "$ctx/conversion.Dockerfile" --build-arg "BASE=$BASE_IMAGE" \
-    --build-arg "TORCH_REQUIREMENT=torch==$TORCH_VERSION" \
-    --label "$LABEL=$hash" -t "$CONVERT_IMAGE" "$ctx" >/dev/null
+  docker build --quiet -f "$ctx/conversion.Dockerfile" "${args[@]}" --label "$LABEL=$hash" -t "$CONVERT_IMAGE" "$ctx" \
+    >/dev/null
   rm -rf "$ctx"
   log "$CONVERT_IMAGE built in $((SECONDS - start)) s ($(docker image inspect --format '{{.Size}}' "$CONVERT_IMAGE" | awk '{printf "%.0f MB", $1/1e6}'))"
 }

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Lint and test the Ansible side: yamllint, ansible-lint (production profile), then `molecule test` for every
-# role with a scenario (roles/*/molecule/default), TF_MOLECULE_JOBS at a time (default 2: a scenario waits on
-# systemd, Docker and Triton as much as it computes). Each scenario's output goes to build/test-ansible/ROLE.log and
-# is printed whole when it ends; no scenario starts after one failed.
+# scenario of every role (roles/ROLE/molecule/SCENARIO), TF_MOLECULE_JOBS at a time (default 2: a scenario waits on
+# systemd, Docker and Triton as much as it computes). Each scenario's output goes to
+# build/test-ansible/ROLE-SCENARIO.log and is printed whole when it ends; no scenario starts after one failed.
 #
-#   scripts/test-ansible.sh [ROLE...]     default: every role that has roles/ROLE/molecule/default
+#   scripts/test-ansible.sh [ROLE...]     every scenario of these roles (default: of every role)
 #
 # Environment: SKIP_LINT=1, SKIP_MOLECULE=1, TF_MOLECULE_JOBS=N (1: one after the other). Prints a table of timings
 # at the end.
@@ -38,19 +38,19 @@ report() {
   printf '%s\n' "${timings[@]}"
 }
 
-molecule_one() {  # ROLE: `molecule test` in its role, output to its log, "SECONDS RC" to its result file
-  local role=$1 start=$SECONDS rc=0
-  # A container name per role (.config/molecule/config.yml): scenarios never collide.
-  # shellcheck disable=SC2016  # $1 is expanded by the inner bash
-  env TF_MOLECULE_INSTANCE="tf-molecule-${role//_/-}" bash -c 'cd "roles/$1" && molecule test' _ "$role" \
-    >"$logs/$role.log" 2>&1 || rc=$?
-  echo "$((SECONDS - start)) $rc" >"$logs/$role.result"
+molecule_one() {  # ROLE/SCENARIO: `molecule test -s SCENARIO` in its role, output to its log, "SECONDS RC" to its
+  local job=$1 start=$SECONDS rc=0  # result file
+  # A container name per scenario (.config/molecule/config.yml): scenarios never collide.
+  # shellcheck disable=SC2016  # $1 and $2 are expanded by the inner bash
+  env TF_MOLECULE_INSTANCE="tf-molecule-$(echo "$job" | tr '_/' '--')" \
+    bash -c 'cd "roles/$1" && molecule test -s "$2"' _ "${job%/*}" "${job#*/}" >"$logs/${job/\//-}.log" 2>&1 || rc=$?
+  echo "$((SECONDS - start)) $rc" >"$logs/${job/\//-}.result"
 }
-molecule_report() {  # ROLE: print its log and record its timing; false when it failed
+molecule_report() {  # ROLE/SCENARIO: print its log and record its timing; false when it failed
   local role=$1 took rc
-  read -r took rc <"$logs/$role.result"
-  printf '\n===== molecule test: %s (%d s, log: %s) =====\n' "$role" "$took" "$logs/$role.log"
-  cat "$logs/$role.log"
+  read -r took rc <"$logs/${role/\//-}.result"
+  printf '\n===== molecule test: %s (%d s, log: %s) =====\n' "$role" "$took" "$logs/${role/\//-}.log"
+  cat "$logs/${role/\//-}.log"
   timings+=("$(printf '%-44s %5d s  %s' "molecule test: $role" "$took" "$([ "$rc" = 0 ] && echo ok || echo FAILED)")")
   [ "$rc" = 0 ]
 }
@@ -62,7 +62,7 @@ molecule_all() {  # JOBS ROLE...: the scenarios, JOBS at a time, reported in the
   while [ "${#pending[@]}" -gt 0 ] || [ "${#pid_role[@]}" -gt 0 ]; do
     while [ -z "$failed" ] && [ "${#pending[@]}" -gt 0 ] && [ "${#pid_role[@]}" -lt "$jobs" ]; do
       role=${pending[0]}; pending=("${pending[@]:1}")
-      rm -f "$logs/$role.result"
+      rm -f "$logs/${role/\//-}.result"
       echo "[test-ansible $(date +%H:%M:%S)] molecule test: $role (started)"
       molecule_one "$role" &
       pid_role[$!]=$role
@@ -72,7 +72,7 @@ molecule_all() {  # JOBS ROLE...: the scenarios, JOBS at a time, reported in the
     wait -n || true
     for pid in "${!pid_role[@]}"; do
       role=${pid_role[$pid]}
-      [ -f "$logs/$role.result" ] || continue  # its last act: the scenario is over
+      [ -f "$logs/${role/\//-}.result" ] || continue  # its last act: the scenario is over
       wait "$pid" || true
       unset "pid_role[$pid]"
       molecule_report "$role" || failed=$role
@@ -80,19 +80,25 @@ molecule_all() {  # JOBS ROLE...: the scenarios, JOBS at a time, reported in the
   done
   if [ -n "$failed" ]; then
     report
-    echo "test-ansible: 'molecule test: $failed' failed (log: $logs/$failed.log)" >&2
+    echo "test-ansible: 'molecule test: $failed' failed (log: $logs/${failed/\//-}.log)" >&2
     exit 1
   fi
 }
 
 logs=$ROOT/build/test-ansible
 mkdir -p "$logs"
+# ROLE/SCENARIO jobs: every scenario of the roles asked for (default: every role), the slowest first: the build
+# scenario of model_conversion builds the whole conversion image.
 roles=("$@")
-if [ "${#roles[@]}" -eq 0 ]; then
-  for scenario in roles/*/molecule/default; do
-    [ -d "$scenario" ] && roles+=("$(basename "$(dirname "$(dirname "$scenario")")")")
+[ "${#roles[@]}" -gt 0 ] || mapfile -t roles < <(ls roles)
+jobs=()
+for role in "${roles[@]}"; do
+  for scenario in roles/"$role"/molecule/*/molecule.yml; do
+    [ -f "$scenario" ] || continue
+    scenario=$(basename "$(dirname "$scenario")")
+    if [ "$scenario" = build ]; then jobs=("$role/$scenario" "${jobs[@]}"); else jobs+=("$role/$scenario"); fi
   done
-fi
+done
 
 if [ "${SKIP_LINT:-0}" != 1 ]; then
   step "yamllint" yamllint --strict .
@@ -102,6 +108,6 @@ fi
 if [ "${SKIP_MOLECULE:-0}" != 1 ]; then
   step "docker engine" scripts/docker-up.sh
   step "images debian12-systemd, tritonserver-cpu" scripts/build-images.sh debian12-systemd tritonserver-cpu
-  molecule_all "${TF_MOLECULE_JOBS:-2}" "${roles[@]}"
+  molecule_all "${TF_MOLECULE_JOBS:-2}" "${jobs[@]}"
 fi
 report

@@ -259,6 +259,15 @@ def demo_spec(options: dict | None = None):  # -> ReleaseSpec
                                   "options": options or {}})
 
 
+def cmd_image_context(args: argparse.Namespace) -> int:
+    from . import conversion_image
+
+    build_args = conversion_image.parse_build_args(args.build_arg)
+    _print_json(conversion_image.context(args.project, build_args, dockerfile=args.dockerfile,
+                                         wheelhouse=args.wheelhouse, output=args.output, tar=args.tar))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """The single-machine pipeline: demo models -> release (convert, build) -> serve -> predictions, smoke test."""
     from .client import TextClient
@@ -395,6 +404,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grpc-port", type=int, default=8001)
     s.add_argument("--metrics-port", type=int, default=8002)
     s.set_defaults(func=cmd_demo)
+
+    from .conversion_image import DOCKERFILE, LABEL
+
+    s = sub.add_parser("image-context", help="the conversion image's inputs (its label); write its build context",
+                       description="Compute the inputs of the conversion image (the value of its label " + LABEL
+                       + ") from the project checkout and the build arguments; with --output or --tar, write its "
+                       "build context (docker/conversion.Dockerfile's layout). Prints JSON.")
+    s.add_argument("--project", type=Path, default=Path("."), help="the project checkout (default: .)")
+    s.add_argument("--dockerfile", default=DOCKERFILE, help=f"relative to the project (default: {DOCKERFILE})")
+    s.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="a build argument of the image, as docker build takes it (repeatable); part of the inputs")
+    s.add_argument("--wheelhouse", type=Path, help="a directory of wheels for an offline build (not in the inputs)")
+    s.add_argument("--output", type=Path, help="write the context into this directory (replaced)")
+    s.add_argument("--tar", type=Path, help="write the context as this tarball")
+    s.set_defaults(func=cmd_image_context)
 
     s = sub.add_parser("checksum", help="sha256 of a directory tree: the sha256 of its SHA256SUMS (a release's id)")
     s.add_argument("path", type=Path)

@@ -374,6 +374,9 @@ def options_from_args(args: argparse.Namespace, stage: str, base: ModelOptions |
 
 #: A model's name is the name of its Triton ensemble; its steps are <name>_tokenizer, _classifier, _postprocess.
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+#: A hub model's revision in a release: a commit. A branch or a tag converts whatever it points to at the time, and
+#: the release key (hub id@revision) could not tell two of its commits apart: a cached release would be reused.
+COMMIT_PATTERN = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -446,13 +449,19 @@ class ReleaseSpec:
                 raise UsageError(f"{at}: unknown key(s) {', '.join(bad)} (allowed: "
                                  f"{', '.join(f.name for f in fields(ModelSpec))})")
             name = str(entry.get("name") or "")
-            if not NAME_PATTERN.match(name):
+            if not NAME_PATTERN.fullmatch(name):
                 raise UsageError(f"{at}: name {name!r} must match {NAME_PATTERN.pattern} (it names Triton models)")
             if not str(entry.get("model") or ""):
                 raise UsageError(f"{at} ({name}): 'model' (a hub id or a model directory) is required")
             options = ModelOptions.from_dict({**common, **(entry.get("options") or {})}, f"{at} ({name}) options")
+            revision = str(entry.get("revision") or "")
+            if not Path(str(entry["model"])).is_dir() and not COMMIT_PATTERN.fullmatch(revision):
+                raise UsageError(f"{at} ({name}): the hub model {entry['model']} needs 'revision', the 40-character "
+                                 f"commit you validated (got {revision or 'none'!r}): a branch or a tag converts "
+                                 "whatever it points to at the time, and the release key could not tell two of its "
+                                 "commits apart")
             models.append(ModelSpec(
-                name=name, model=str(entry["model"]), revision=str(entry.get("revision") or "main"),
+                name=name, model=str(entry["model"]), revision=revision or "main",
                 options=options, golden_texts=tuple(map(str, entry.get("golden_texts") or ())),
                 agreement_texts=tuple(map(str, entry.get("agreement_texts") or ()))))
         triton_names = [n for m in models for n in layout.model_names(m.name).all()]

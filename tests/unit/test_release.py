@@ -202,25 +202,48 @@ def _no_conversion(*args, **kwargs):
 # --- the spec and the options -------------------------------------------------------------------------------
 
 
+#: A hub model's revision as a release needs it: a commit.
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def hub(name: str = "a", model: str = "m", **entry) -> dict:
+    """A model entry of a spec: a hub model at a commit, unless the entry says otherwise."""
+    return {"name": name, "model": model, "revision": COMMIT, **entry}
+
+
 @pytest.mark.parametrize(("data", "message"), [
     ({"models": []}, "'models' must be a non-empty list"),
-    ({"models": [{"name": "Bad-Name", "model": "m"}]}, "must match"),
-    ({"models": [{"name": "a", "model": "m", "options": {"max_bach_size": 4}}]}, "unknown option.*max_bach_size"),
-    ({"models": [{"name": "a", "model": "m", "options": {"max_batch_size": "many"}}]}, "not a valid int"),
-    ({"models": [{"name": "a", "model": "m", "colour": 1}]}, "unknown key.*colour"),
-    ({"models": [{"name": "a", "model": "m"}, {"name": "a", "model": "n"}]}, "clash"),
-    ({"models": [{"name": "a", "model": "m"}, {"name": "a_tokenizer", "model": "n"}]}, "clash"),
+    ({"models": [{"name": "a", "model": "org/model"}]}, "hub model org/model needs 'revision', the 40-character "
+                                                         "commit you validated \\(got 'none'\\)"),
+    ({"models": [hub(model="org/model", revision="main")]}, "40-character commit .*got 'main'"),
+    ({"models": [hub(model="org/model", revision="v1.0")]}, "40-character commit"),
+    ({"models": [hub(model="org/model", revision=COMMIT.upper())]}, "40-character commit"),
+    ({"models": [hub(model="org/model", revision=COMMIT[:-1])]}, "40-character commit"),
+    ({"models": [hub(model="org/model", revision=COMMIT + "\n")]}, "40-character commit"),
+    ({"models": [hub("Bad-Name")]}, "must match"),
+    ({"models": [hub("a\n")]}, "must match"),
+    ({"models": [hub(options={"max_bach_size": 4})]}, "unknown option.*max_bach_size"),
+    ({"models": [hub(options={"max_batch_size": "many"})]}, "not a valid int"),
+    ({"models": [hub(colour=1)]}, "unknown key.*colour"),
+    ({"models": [hub("a"), hub("a", "n")]}, "clash"),
+    ({"models": [hub("a"), hub("a_tokenizer", "n")]}, "clash"),
     ({"models": [{"name": "a"}]}, "'model' .* is required"),
-    ({"models": [{"name": "a", "model": "m"}], "option": {}}, "unknown key"),
+    ({"models": [hub()], "option": {}}, "unknown key"),
 ])
 def test_a_bad_spec_is_refused_naming_what_is_wrong(data, message):
     with pytest.raises(UsageError, match=message):
         ReleaseSpec.from_dict(data)
 
 
+def test_a_hub_model_at_a_commit_and_a_local_model_without_a_revision_are_taken(tmp_path):
+    spec = ReleaseSpec.from_dict({"models": [hub(model="org/model"), {"name": "b", "model": str(tmp_path)}]})
+    assert [m.source_identity() for m in spec.models] == [f"org/model@{COMMIT}", spec.models[1].source_identity()]
+    assert spec.models[1].revision == "main"
+
+
 def test_a_models_own_options_win_over_the_common_ones():
-    spec = ReleaseSpec.from_dict({"models": [{"name": "a", "model": "m", "options": {"max_batch_size": 4}},
-                                             {"name": "b", "model": "m"}], "options": {"max_batch_size": 16}})
+    spec = ReleaseSpec.from_dict({"models": [hub("a", options={"max_batch_size": 4}), hub("b")],
+                                  "options": {"max_batch_size": 16}})
     assert [m.options.max_batch_size for m in spec.models] == [4, 16]
 
 
