@@ -136,6 +136,12 @@ class TritonServer:
         return f"{self.host}:{self.http_port}"
 
     def command(self, install: TritonInstall) -> list[str]:
+        # No request-size option here: tritonserver 2.51 (`--help`) has none. `--http-max-input-size` came in a later
+        # release, and the gRPC server's largest message is hard-coded (2**31 - 1 bytes; one byte more gets
+        # RESOURCE_EXHAUSTED "Received message larger than max"). A 256 MiB request, over HTTP or gRPC, reaches the
+        # python models, which refuse it (TEXT[0] is ... bytes; max_text_bytes) after the server and the stub have
+        # held it in memory. The bound that spares that memory is the load balancer's
+        # (load_balancer_max_request_size); model_repository/common/text_input.py says what each model checks.
         return [
             str(install.binary),
             f"--model-repository={self.repository}",

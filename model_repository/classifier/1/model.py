@@ -15,8 +15,9 @@ does (text_input.py: the same INVALID_ARG messages), sorts the texts by byte len
 count) and runs `sub_batch_size` of them per run (1 when the tokenizer op cannot batch); the graph tokenizes in C++.
 
 One response per request, in order. A request with bad tensors (shape, length, token ids outside the vocabulary)
-gets its own INVALID_ARG and never reaches the model, so it cannot fail the requests batched with it; if a run
-fails anyway, only the requests with rows in that run get the error.
+or texts (text_input.py) gets its own INVALID_ARG and never reaches the model, so it cannot fail the requests batched
+with it. If a run fails anyway, and its rows come from several requests, each of those requests' rows is run again on
+its own (`_run_chunk`): only the request(s) whose own rows fail get the error (INTERNAL), the others their logits.
 """
 
 import json
@@ -80,10 +81,11 @@ class TritonPythonModel:
         from onnxruntime_extensions import get_library_path
 
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from text_input import request_texts  # copied beside this file by build-repo
+        from text_input import max_texts, request_texts  # copied beside this file by build-repo
 
         self.request_texts = request_texts
         self.text_name, self.max_text_bytes = p["text"], int(p["max_text_bytes"])
+        self.max_texts = max_texts(config, self.text_name)
         self.num_labels = int(pb_utils.get_output_config_by_name(config, self.logits_name)["dims"][-1])
         self.logits_dtype = pb_utils.triton_string_to_numpy(
             pb_utils.get_output_config_by_name(config, self.logits_name)["data_type"])
@@ -108,7 +110,7 @@ class TritonPythonModel:
         texts = {}  # request index -> its texts
         rows = []  # (bytes, request index, row of the request)
         for r, request in enumerate(requests):
-            items, error = self.request_texts(pb_utils, request, self.text_name, self.max_text_bytes)
+            items, error = self.request_texts(pb_utils, request, self.text_name, self.max_text_bytes, self.max_texts)
             if error is not None:
                 responses[r] = pb_utils.InferenceResponse(
                     output_tensors=[], error=pb_utils.TritonError(error, pb_utils.TritonError.INVALID_ARG))
@@ -120,21 +122,38 @@ class TritonPythonModel:
         step = self.sub_batch_size or max(1, len(rows))
         for start in range(0, len(rows), step):
             chunk = rows[start:start + step]
-            try:
-                out = self._run_texts([texts[r][i] for _, r, i in chunk])
-            except Exception as exc:  # noqa: BLE001 - fail the requests of this run, not the whole batch
-                for _, r, _ in chunk:
-                    if r in logits:
-                        del logits[r]
-                        responses[r] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(
-                            f"the model failed on {len(chunk)} text(s): {exc}"))
-                continue
-            for k, (_, r, i) in enumerate(chunk):
-                if r in logits:
-                    logits[r][i] = out[k]
+            self._run_chunk(chunk, lambda rows: self._run_texts([texts[r][i] for _, r, i in rows]),
+                            lambda rows, exc: f"the model failed on {len(rows)} text(s): {exc}", logits, responses)
         for r, values in logits.items():
             responses[r] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.logits_name, values)])
         return responses
+
+    @staticmethod
+    def _run_chunk(chunk, run, describe, logits, responses):
+        """Run one chunk of rows, (sort key, request index, row of the request), into `logits` {request: array}.
+
+        `run(rows)` returns one row of logits per row; `describe(rows, exc)` words a failure. A request already
+        failed (not in `logits`) is skipped. If the run raises and its rows come from several requests, each
+        request's rows are run again on their own: a text or a row the model cannot take then fails only the
+        request that sent it, and the others batched with it still get their logits."""
+        chunk = [row for row in chunk if row[1] in logits]
+        if not chunk:
+            return
+        try:
+            out = run(chunk)
+        except Exception as exc:  # noqa: BLE001 - fail the requests of this run, not the whole batch
+            owners = list(dict.fromkeys(r for _, r, _ in chunk))
+            if len(owners) > 1:
+                for owner in owners:
+                    TritonPythonModel._run_chunk([row for row in chunk if row[1] == owner], run, describe, logits,
+                                                 responses)
+                return
+            del logits[owners[0]]
+            responses[owners[0]] = pb_utils.InferenceResponse(
+                output_tensors=[], error=pb_utils.TritonError(describe(chunk, exc), pb_utils.TritonError.INTERNAL))
+            return
+        for k, (_, r, i) in enumerate(chunk):
+            logits[r][i] = out[k]
 
     def _run_onnx(self, ids, mask):
         return self.session.run([self.logits_name], {self.ids_name: ids, self.mask_name: mask})[0]
@@ -188,26 +207,21 @@ class TritonPythonModel:
                   for r, (ids, _) in inputs.items()}
         rows.sort()
         step = self.sub_batch_size or max(1, len(rows))
-        for start in range(0, len(rows), step):
-            chunk = rows[start:start + step]
+
+        def padded(chunk):  # the chunk's rows, padded to its longest (the chunk is sorted by length)
             width = chunk[-1][0]
             ids = np.full((len(chunk), width), self.pad_id, dtype=self.ids_dtype)
             mask = np.zeros((len(chunk), width), dtype=self.mask_dtype)
             for k, (n, r, i) in enumerate(chunk):
                 ids[k, :n] = inputs[r][0][i, :n]
                 mask[k, :n] = inputs[r][1][i, :n]
-            try:
-                out = self.run(ids, mask)
-            except Exception as exc:  # noqa: BLE001 - fail the requests of this run, not the whole batch
-                for _, r, _ in chunk:
-                    if r in logits:
-                        del logits[r]
-                        responses[r] = pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(
-                            f"the model failed on input of shape {list(ids.shape)}: {exc}"))
-                continue
-            for k, (_, r, i) in enumerate(chunk):
-                if r in logits:
-                    logits[r][i] = out[k]
+            return ids, mask
+
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            self._run_chunk(chunk, lambda rows: self.run(*padded(rows)),
+                            lambda rows, exc: f"the model failed on input of shape {[len(rows), rows[-1][0]]}: {exc}",
+                            logits, responses)
         for r, values in logits.items():
             responses[r] = pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(self.logits_name, values)])
         return responses
