@@ -44,8 +44,8 @@ extra=()
 # everything before the push).
 push_log=build/registry-push.log
 scripts/registry.sh push "$(image tritonserver_cpu)" "$(image convert)" | tee "$push_log"
-# A tag pushed again: the hosts must pull it although they have an image of that name.
-if grep -q "$(image tritonserver_cpu) pushed in" "$push_log"; then extra+=(-e triton_server_image_force_pull=true); fi
+# A tag pushed again: the conversion host must pull it although it has an image of that name. (The Triton image is
+# named by its digest, build/registry/digests.json: a new image is a new name, which the servers pull.)
 if grep -q "$(image convert) pushed in" "$push_log"; then extra+=(-e model_conversion_image_force_pull=true); fi
 log "images in the fleet's registry in $((SECONDS - start)) s"
 

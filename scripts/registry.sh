@@ -8,7 +8,9 @@
 #   scripts/registry.sh start            idempotent; installs docker-registry and skopeo when missing
 #   scripts/registry.sh stop
 #   scripts/registry.sh status
-#   scripts/registry.sh push [IMAGE...]  default: the tritonserver-cpu and convert images; skips unchanged ones
+#   scripts/registry.sh push [IMAGE...]  default: the tritonserver-cpu and convert images; skips unchanged ones;
+#                                        records each image's digest in the registry in build/registry/digests.json
+#                                        (the local inventory names the Triton image by it)
 #   scripts/registry.sh address          prints HOST:PORT
 #
 # Storage and log: build/registry/. See docs/FLEET.md.
@@ -17,6 +19,8 @@ cd "$(dirname "$0")/.."
 
 DIR=$(pwd)/build/registry
 PIDFILE=$DIR/registry.pid
+# What each image pushed here is, by digest: the local inventory names the Triton image by it (no tag that drifts).
+DIGESTS=$DIR/digests.json
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 # Where the registry listens: the local fleet's tritonfleet_registry (inventories/local, the one place that says it).
@@ -87,6 +91,19 @@ status() {
   fi
 }
 
+# IMAGE's manifest digest in the registry (sha256:...), recorded in $DIGESTS: {"IMAGE": "sha256:..."}.
+record_digest() {  # IMAGE
+  local digest
+  digest=$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$ADDRESS/$1")
+  python3 - "$DIGESTS" "$1" "$digest" <<'PY'
+import json, pathlib, sys
+path, image, digest = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+digests = json.loads(path.read_text()) if path.exists() else {}
+digests[image] = digest
+path.write_text(json.dumps(digests, indent=2, sort_keys=True) + "\n")
+PY
+}
+
 push() {
   local images=("$@") image id stamp start
   [ "${#images[@]}" -gt 0 ] || images=("${DEFAULT_IMAGES[@]}")
@@ -98,12 +115,14 @@ push() {
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$id" ] && \
        skopeo inspect --tls-verify=false --raw "docker://$ADDRESS/$image" >/dev/null 2>&1; then
       log "$ADDRESS/$image is up to date"
+      record_digest "$image"
       continue
     fi
     start=$SECONDS
     log "copying $image to $ADDRESS/$image"
     skopeo copy --quiet --dest-tls-verify=false "docker-daemon:$image" "docker://$ADDRESS/$image"
     echo "$id" >"$stamp"
+    record_digest "$image"
     log "$ADDRESS/$image pushed in $((SECONDS - start)) s"
   done
 }

@@ -39,14 +39,14 @@ def test_repository_mount_is_read_only(triton):
     assert mounts.get("/models") is False
 
 
-@pytest.mark.parametrize("name", ["http", "grpc"])
-def test_inference_port_is_listening(host, name):
-    assert host.socket(f"tcp://0.0.0.0:{PORTS[name]}").is_listening, name
+@pytest.mark.parametrize("name", ["http", "grpc", "metrics"])
+def test_a_triton_port_is_listening_on_the_internal_address(host, name):
+    assert host.socket(f"tcp://{internal_address(host)}:{PORTS[name]}").is_listening, name
 
 
-def test_metrics_port_is_published_on_the_internal_address_only(host):
-    assert not host.socket(f"tcp://0.0.0.0:{PORTS['metrics']}").is_listening
-    assert host.socket(f"tcp://{internal_address(host)}:{PORTS['metrics']}").is_listening
+@pytest.mark.parametrize("name", ["http", "grpc", "metrics"])
+def test_a_triton_port_is_not_published_on_every_interface(host, name):
+    assert not host.socket(f"tcp://0.0.0.0:{PORTS[name]}").is_listening, name
 
 
 def internal_address(host) -> str:
@@ -76,13 +76,14 @@ def test_container_label_names_the_recorded_release(triton, release):
 
 @pytest.mark.parametrize("path", ["/v2/health/ready", "/v2/health/live"])
 def test_endpoint_returns_200_on_the_host(host, path):
-    code = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8000{path}")
+    code = host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://{internal_address(host)}:8000{path}")
     assert code == "200"
 
 
 def test_every_triton_model_of_the_release_is_ready(host, release):
     names = [n for m in release.models for n in m.names.served(m.options.get("preprocessing", "python"))]
-    codes = {n: host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8000/v2/models/{n}/ready")
+    address = internal_address(host)
+    codes = {n: host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://{address}:8000/v2/models/{n}/ready")
              for n in names}
     assert codes == dict.fromkeys(names, "200")
 
