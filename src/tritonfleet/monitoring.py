@@ -62,6 +62,9 @@ NODE_FS_SIZE = "node_filesystem_size_bytes"
 #: Written by the role into the node exporter's textfile directory on each host: which file system holds the
 #: releases (labels mountpoint, path).
 RELEASES_FILESYSTEM = "tritonfleet_releases_filesystem"
+#: Written by the load_balancer role into the node exporter's textfile directory on each load balancer: when each
+#: TLS certificate it serves expires, in Unix seconds (label path: the certificate's file on the host).
+TLS_CERTIFICATE_NOT_AFTER = "tritonfleet_tls_certificate_not_after_seconds"
 
 #: The triton_server role's flag that makes Triton export the latency summaries used here.
 TRITON_METRICS_ARGS = ("--metrics-config=summary_latencies=true",)
@@ -142,6 +145,8 @@ RECORDS = PANELS + (
     Series("releases_disk_free_ratio", "Free space on the file system that holds the releases",
            f"({NODE_FS_AVAIL} / {NODE_FS_SIZE}) * on ({HOST_LABEL}, mountpoint) group_left (path) "
            f"{RELEASES_FILESYSTEM}"),
+    Series("tls_certificate_expiry_seconds", "Seconds until a TLS certificate the fleet serves expires",
+           f"min by ({HOST_LABEL}, path) ({TLS_CERTIFICATE_NOT_AFTER}) - time()"),
 )
 
 

@@ -58,6 +58,11 @@ def test_the_role_names_the_releases_metric_of_the_package():
     assert role_vars["monitoring_releases_metric"] == monitoring.RELEASES_FILESYSTEM
 
 
+def test_the_load_balancer_role_names_the_certificate_metric_of_the_package():
+    role_vars = yaml.safe_load((ROLE.parent / "load_balancer" / "vars" / "main.yml").read_text())
+    assert role_vars["load_balancer_certificate_metric"] == monitoring.TLS_CERTIFICATE_NOT_AFTER
+
+
 def test_the_alerts_read_only_recorded_series():
     used = set(re.findall(r"tritonfleet:\w+", render_alerts()))
     assert used and used <= {s.record for s in monitoring.RECORDS}

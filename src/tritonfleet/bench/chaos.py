@@ -28,6 +28,7 @@ import os
 import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -130,16 +131,8 @@ class Fleet:
 
     def stats(self, backend: str = "triton_grpc") -> dict[str, str]:
         """HAProxy's view of one backend: server -> status (UP, DOWN, MAINT, ...), from its stats CSV."""
-        password = (BUILD_DIR / "secrets" / "haproxy-stats-password").read_text().split()[0]
-        request = urllib.request.Request(f"http://{self.address(self.balancer)}:8404/stats;csv")
-        manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-        manager.add_password(None, request.full_url, "stats", password)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                             urllib.request.HTTPBasicAuthHandler(manager))
-        with opener.open(request, timeout=5) as response:
-            rows = csv.DictReader(io.StringIO(response.read().decode().lstrip("# ")))
-            return {row["svname"]: row["status"].split()[0] for row in rows if row["pxname"] == backend
-                    and row["svname"] not in ("FRONTEND", "BACKEND")}
+        rows = balancer_stats(self.address(self.balancer), backend)
+        return {name: row["status"].split()[0] for name, row in rows.items()}
 
     def up(self) -> set[str]:
         try:
@@ -157,6 +150,23 @@ class Fleet:
         lines = self.manager_docker("service", "ps", "--filter", "desired-state=running", "--format",
                                     "{{.Node}} {{.CurrentState}}", service).splitlines()
         return {line.split()[0] for line in lines if line.split()[1] == "Running"}
+
+
+def balancer_stats(address: str, backend: str = "triton_grpc", port: int = 8404,
+                   timeout: float = 10) -> dict[str, dict[str, str]]:
+    """A local fleet's HAProxy stats of one backend's servers: name -> row of the stats CSV (status, stot, ...).
+    The stats page speaks TLS with the fleet's own CA and asks for the password the local inventory generated."""
+    password = (BUILD_DIR / "secrets" / "haproxy-stats-password").read_text().split()[0]
+    request = urllib.request.Request(f"https://{address}:{port}/stats;csv")
+    manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+    manager.add_password(None, request.full_url, "stats", password)
+    context = ssl.create_default_context(cafile=str(BUILD_DIR / "pki" / "ca.crt"))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context),
+                                         urllib.request.HTTPBasicAuthHandler(manager))
+    with opener.open(request, timeout=timeout) as response:
+        rows = csv.DictReader(io.StringIO(response.read().decode().lstrip("# ")))
+        return {row["svname"]: row for row in rows if row["pxname"] == backend
+                and row["svname"] not in ("FRONTEND", "BACKEND")}
 
 
 def wait_for(what: str, condition: Callable[[], Any], seconds: float, interval: float = 0.5) -> Any:

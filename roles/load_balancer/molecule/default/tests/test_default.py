@@ -3,18 +3,30 @@ role's own CA, public models sentiment and topic)."""
 
 import base64
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 CONFIG = "/etc/haproxy/haproxy.cfg"
 PKI = Path(os.environ["MOLECULE_EPHEMERAL_DIRECTORY"]) / "pki"
-STATS = "curl -s -u stats:molecule-stats-password 'http://127.0.0.1:8404/stats;csv'"
+STATS_URL = "https://127.0.0.1:8404"
+CURL_STATS = "curl -s --cacert /etc/haproxy/tls/ca.crt"
+STATS = f"{CURL_STATS} -u stats:molecule-stats-password '{STATS_URL}/stats;csv'"
 
 
 def https_code(host, path: str, method: str = "GET") -> str:
     return host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' --cacert /etc/haproxy/tls/ca.crt "
                              f"-X {method} https://127.0.0.1:8000{path}")
+
+
+@pytest.fixture(scope="module")
+def max_request_size(host) -> int:
+    """The largest request body the load balancer admits, read from its config (its 413 rule)."""
+    bound = re.search(r"^\s*http-request return status 413 .* if \{ req\.hdr_val\(content-length\) gt (\d+) \}",
+                      host.file(CONFIG).content_string, re.M)
+    assert bound, f"{CONFIG} sets no bound on the request size"
+    return int(bound.group(1))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -95,13 +107,24 @@ def test_other_path_is_refused(host, method, path):
     assert https_code(host, path, method) == "403"
 
 
-def test_stats_need_the_password(host):
-    code = host.check_output("curl -s -o /dev/null -w '%{http_code}' 'http://127.0.0.1:8404/stats'")
-    assert code == "401"
+@pytest.mark.parametrize(("credentials", "code"), [("", "401"), ("-u stats:wrong-password-0", "401"),
+                                                  ("-u stats:molecule-stats-password", "200")])
+def test_stats_need_the_password(host, credentials, code):
+    assert host.check_output(f"{CURL_STATS} -o /dev/null -w '%{{http_code}}' {credentials} '{STATS_URL}/stats'") == code
+
+
+def test_stats_speak_tls_only(host):
+    assert host.run("curl -s -o /dev/null -u stats:molecule-stats-password http://127.0.0.1:8404/stats").rc != 0
+
+
+def test_the_configuration_holds_a_hash_of_the_stats_password_not_the_password(host):
+    config = host.file(CONFIG).content_string
+    assert "molecule-stats-password" not in config and "insecure-password" not in config
+    assert re.search(r"^\s*user stats password \$6\$[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}$", config, re.M)
 
 
 def test_prometheus_metrics_are_served_with_the_password(host):
-    out = host.check_output("curl -s -u stats:molecule-stats-password http://127.0.0.1:8404/metrics")
+    out = host.check_output(f"{CURL_STATS} -u stats:molecule-stats-password {STATS_URL}/metrics")
     assert "haproxy_backend_status" in out or "haproxy_process" in out
 
 
@@ -177,12 +200,13 @@ def test_a_call_that_does_not_name_one_public_model_for_certain_is_refused(host,
     assert grpc_status(host, message, method) == "7", shape
 
 
-def test_a_grpc_message_over_the_size_bound_is_refused_with_resource_exhausted(host):
-    assert grpc_status(host, frame(name("sentiment"), declared=262145), "ModelInfer") == "8"
+def test_a_grpc_message_over_the_size_bound_is_refused_with_resource_exhausted(host, max_request_size):
+    assert grpc_status(host, frame(name("sentiment"), declared=max_request_size + 1), "ModelInfer") == "8"
 
 
-def test_an_http_body_over_the_size_bound_is_refused(host):
-    code = host.check_output("head -c 262145 /dev/zero > /tmp/big-body; curl -s -o /dev/null -w '%{http_code}' "
+def test_an_http_body_over_the_size_bound_is_refused(host, max_request_size):
+    host.check_output(f"head -c {max_request_size + 1} /dev/zero > /tmp/big-body")
+    code = host.check_output("curl -s -o /dev/null -w '%{http_code}' "
                              "--cacert /etc/haproxy/tls/ca.crt -H 'content-type: application/json' "
                              "--data-binary @/tmp/big-body https://127.0.0.1:8000/v2/models/sentiment/infer")
     assert code == "413"
@@ -193,3 +217,28 @@ def test_an_http_body_without_its_length_is_refused(host):
                              "-H 'transfer-encoding: chunked' --data-binary @- "
                              "https://127.0.0.1:8000/v2/models/sentiment/infer")
     assert code == "411"
+
+
+def tls_handshake(host, *options: str) -> str:
+    """The cipher a TLS handshake with the HTTPS frontend settles on, or "(NONE)" when it is refused."""
+    out = host.run(f"openssl s_client -connect 127.0.0.1:8000 {' '.join(options)} </dev/null 2>&1").stdout
+    found = re.search(r"Cipher is (\S+)", out)
+    return found.group(1) if found else "(NONE)"
+
+
+@pytest.mark.parametrize("cipher", ["ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384", "ECDHE-ECDSA-AES128-SHA256"])
+def test_a_tls12_cipher_without_forward_secrecy_or_aead_is_refused(host, cipher):
+    assert tls_handshake(host, "-tls1_2", "-cipher", cipher) == "(NONE)"
+
+
+@pytest.mark.parametrize("version", ["-tls1", "-tls1_1"])
+def test_tls_before_12_is_refused(host, version):
+    assert tls_handshake(host, version, "-cipher", "ALL:@SECLEVEL=0") == "(NONE)"
+
+
+@pytest.mark.parametrize(("options", "cipher"), [
+    (("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"), "ECDHE-ECDSA-AES128-GCM-SHA256"),
+    (("-tls1_3",), "TLS_AES_256_GCM_SHA384"),
+])
+def test_a_forward_secret_aead_cipher_is_taken(host, options, cipher):
+    assert tls_handshake(host, *options) == cipher
