@@ -5,6 +5,7 @@ The fleet must be deployed (scripts/deploy-local.sh) before these tests run; scr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import yaml
+from tritonclient.grpc import service_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -238,16 +241,79 @@ def load_texts(folder: Path) -> Path:
     return path
 
 
+def balancer_config() -> str:
+    """The load balancer's deployed HAProxy config."""
+    path = yaml.safe_load((ROOT / "roles" / "load_balancer" / "defaults" / "main.yml").read_text())[
+        "load_balancer_config_file"]
+    return subprocess.run(["docker", "exec", BALANCER, "cat", path], check=True, capture_output=True,
+                          text=True).stdout
+
+
+def max_request_size() -> int:
+    """The largest request body the load balancer admits, read from its deployed config (its 413 rule)."""
+    bound = re.search(r"^\s*http-request return status 413 .* if \{ req\.hdr_val\(content-length\) gt (\d+) \}",
+                      balancer_config(), re.M)
+    assert bound, f"{BALANCER}: its HAProxy config sets no bound on the request size"
+    return int(bound.group(1))
+
+
 def balancer_limits() -> tuple[int, int, float]:
     """(requests in flight per server, requests that may wait in the gRPC queue, seconds a request may wait there),
     read from the load balancer's deployed HAProxy config: what it enforces, whatever the inventory said."""
-    path = yaml.safe_load((ROOT / "roles" / "load_balancer" / "defaults" / "main.yml").read_text())[
-        "load_balancer_config_file"]
-    config = subprocess.run(["docker", "exec", BALANCER, "cat", path], check=True, capture_output=True,
-                            text=True).stdout
+    config = balancer_config()
     maxconn = re.search(r"^\s*default-server .*\bmaxconn (\d+)", config, re.M)
     max_queue = re.search(r"^\s*http-request return .* if \{ queue\(triton_grpc\) ge (\d+) \}", config, re.M)
     queue = re.search(r"^\s*timeout queue (\d+)(ms|s|m)?\s*$", config, re.M)
-    assert maxconn and max_queue and queue, f"{BALANCER}:{path} sets no server maxconn, queue bound or queue timeout"
+    assert maxconn and max_queue and queue, f"{BALANCER}: no server maxconn, queue bound or queue timeout"
     scale = {"ms": 0.001, None: 0.001, "s": 1.0, "m": 60.0}[queue.group(2)]
     return int(maxconn.group(1)), int(max_queue.group(1)), int(queue.group(1)) * scale
+
+
+# --- who reaches the Triton ports -------------------------------------------------------------------------------
+
+PROBE = ("import socket, sys\n"
+         "try:\n"
+         "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close(); print('open')\n"
+         "except ConnectionRefusedError:\n"
+         "    print('refused')\n"
+         "except OSError as error:\n"
+         "    print(type(error).__name__)\n")
+
+
+def connect_from(container: str, address: str, port: int) -> str:
+    """What a TCP connection from a container on this machine to address:port meets: open, refused, or the error."""
+    return subprocess.run(["docker", "exec", container, "python3", "-c", PROBE, address, str(port)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@contextlib.contextmanager
+def outsider_on(network: str, name: str = "tf-outsider"):
+    """A machine on a fleet's network that is neither a load balancer, a monitoring host nor the controller: a
+    container of the hosts' image with an address of its own (and NET_ADMIN, to route through a server)."""
+    images = yaml.safe_load((ROOT / "docker" / "images.yml").read_text())
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--name", name, "--network", network, "--cap-add", "NET_ADMIN",
+                    "--entrypoint", "sleep", images["debian12_systemd"], "infinity"], check=True, capture_output=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+# --- gRPC through the load balancer -------------------------------------------------------------------------------
+
+
+def grpc_status(channel: grpc.Channel, method: str, request, metadata=()) -> str:
+    """The status of one call of GRPCInferenceService's `method`: "StatusCode.OK" or the error's code."""
+    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    try:
+        getattr(stub, method)(request, timeout=10, metadata=metadata)
+    except grpc.RpcError as exc:
+        return str(exc.code())
+    return "StatusCode.OK"
+
+
+def lb_channel() -> grpc.Channel:
+    """A channel to the load balancer's gRPC port, over TLS with the fleet's own CA."""
+    credentials = grpc.ssl_channel_credentials(CA_FILE.read_bytes())
+    return grpc.secure_channel(f"{host_address(BALANCER)}:8001", credentials)

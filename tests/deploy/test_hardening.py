@@ -31,11 +31,18 @@ from fleetlib import (
     Load,
     admin_key,
     ansible_playbook,
+    balancer_config,
     balancer_limits,
+    connect_from,
     container_memory_mb,
     fleet_docker,
+    grpc_status,
     host_address,
+    host_var,
+    lb_channel,
     load_texts,
+    max_request_size,
+    outsider_on,
     smoke_test,
 )
 from fuzzing import CLIENT_ERROR_STATUSES, http_requests, malformed, smuggled
@@ -87,18 +94,47 @@ def plain(host: str, path: str, method: str = "GET", headers: dict[str, str] | N
         conn.close()
 
 
-def grpc_status(channel: grpc.Channel, method: str, request, metadata=()) -> str:
-    stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-    try:
-        getattr(stub, method)(request, timeout=10, metadata=metadata)
-    except grpc.RpcError as exc:
-        return str(exc.code())
-    return "StatusCode.OK"
+# --- the Triton ports: the load balancers, the monitoring hosts and the controller only ---------------------------
+
+#: Triton's published ports on a server: HTTP, gRPC, metrics.
+TRITON_PORTS = [8000, 8001, 8002]
 
 
-def lb_channel() -> grpc.Channel:
-    credentials = grpc.ssl_channel_credentials(CA_FILE.read_bytes())
-    return grpc.secure_channel(f"{host_address(BALANCER)}:8001", credentials)
+@pytest.fixture(scope="module")
+def outsider():
+    with outsider_on(host_var(BALANCER, "tritonfleet_fleet_network")) as name:
+        yield name
+
+
+@pytest.mark.parametrize("port", TRITON_PORTS)
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_triton_port_refuses_a_host_outside_the_admitted_set(outsider, server, port):
+    assert connect_from(outsider, host_address(server), port) == "refused"
+
+
+@pytest.mark.parametrize("port", TRITON_PORTS)
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_triton_port_admits_the_load_balancer_and_monitoring_host(server, port):
+    assert connect_from(BALANCER, host_address(server), port) == "open"
+
+
+@pytest.mark.parametrize("port", TRITON_PORTS[:2])
+@pytest.mark.parametrize("server", SERVERS)
+def test_the_triton_container_routed_to_through_its_server_refuses_a_host_outside_the_admitted_set(outsider, server,
+                                                                                                  port):
+    """Another path to the same server: the container's own address on the server's Docker bridge, routed through
+    the server, with no published port (and so no NAT) on the way."""
+    bridge = json.loads(fleet_docker(server, "network", "inspect", "bridge"))[0]["IPAM"]["Config"][0]["Subnet"]
+    container = json.loads(fleet_docker(server, "inspect", "tritonserver"))[0]["NetworkSettings"]["IPAddress"]
+    subprocess.run(["docker", "exec", outsider, "ip", "route", "replace", bridge, "via", host_address(server)],
+                   check=True, capture_output=True)
+    assert connect_from(outsider, container, port) in ("refused", "TimeoutError")
+
+
+def test_the_firewall_of_a_server_is_the_first_rule_of_docker_user():
+    rules = subprocess.run(["docker", "exec", SERVERS[0], "iptables", "-S", "DOCKER-USER"], check=True,
+                           capture_output=True, text=True).stdout.splitlines()
+    assert rules[1] == "-A DOCKER-USER -j TRITONFLEET-TRITON", rules
 
 
 # --- admin APIs ------------------------------------------------------------------------------------------------
@@ -142,8 +178,6 @@ def test_admin_grpc_calls_are_refused_at_the_load_balancer(method, request_messa
 # --- the model a gRPC call names ----------------------------------------------------------------------------------
 
 SERVICE = "/inference.GRPCInferenceService"
-#: The largest request body the load balancer admits (load_balancer_max_request_size's default).
-MAX_REQUEST_SIZE = 262144
 
 
 def public_models() -> list[str]:
@@ -258,7 +292,8 @@ def test_fuzzed_smuggled_model_names_are_all_refused_at_the_load_balancer(method
 def test_a_grpc_message_over_the_size_bound_is_refused_at_the_load_balancer():
     request = service_pb2.ModelInferRequest(model_name=public_models()[0])
     request.inputs.add(name=layout.TEXT, datatype="BYTES", shape=[1, 1])
-    request.raw_input_contents.append(MAX_REQUEST_SIZE.to_bytes(4, "little") + b"x" * MAX_REQUEST_SIZE)
+    size = max_request_size()
+    request.raw_input_contents.append(size.to_bytes(4, "little") + b"x" * size)
     assert raw_call(lb_channel(), "ModelInfer", request.SerializeToString())[0] == "StatusCode.RESOURCE_EXHAUSTED"
 
 
@@ -269,7 +304,7 @@ def test_an_http_body_over_the_size_bound_is_refused_at_the_load_balancer():
     try:
         conn.putrequest("POST", f"/v2/models/{public_models()[0]}/infer")
         conn.putheader("Content-Type", "application/json")
-        conn.putheader("Content-Length", str(MAX_REQUEST_SIZE + 1))
+        conn.putheader("Content-Length", str(max_request_size() + 1))
         conn.endheaders()
         assert conn.getresponse().status == 413
     finally:
@@ -305,6 +340,38 @@ def test_an_admin_http_call_on_a_server_needs_the_key(method, path):
     assert (without, with_key) == (403, 200)
 
 
+# --- the admin key is on no command line -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("user", ["root", "deploy"])
+@pytest.mark.parametrize("server", SERVERS)
+def test_no_process_listing_on_a_server_shows_the_admin_key(server, user):
+    """`ps` as root and as the login user, every process's whole command line: tritonserver's shows the key
+    file's reference (its loader puts the key in place in the process), never the key."""
+    listing = subprocess.run(["docker", "exec", "-u", user, server, "ps", "-eww", "-o", "args"], check=True,
+                             capture_output=True, text=True).stdout
+    assert "--http-restricted-api=" in listing and "${file:/run/secrets/" in listing, listing
+    assert admin_key() not in listing
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_docker_inspect_of_the_triton_container_does_not_show_the_admin_key(server):
+    inspected = fleet_docker(server, "inspect", "tritonserver")
+    assert "${file:/run/secrets/" in inspected and admin_key() not in inspected
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_the_admin_key_file_is_readable_by_the_server_user_only(server):
+    mode = subprocess.run(["docker", "exec", server, "stat", "-c", "%a %u", "/etc/tritonfleet/triton-admin-key"],
+                          check=True, capture_output=True, text=True).stdout.split()
+    assert mode == ["400", "1000"]
+
+
+def test_the_reference_to_the_admin_key_file_is_not_the_key():
+    reference = "${file:/run/secrets/tritonfleet-admin-key}"
+    assert plain(SERVERS[0], "/v2/repository/index", "POST", {ADMIN_HEADER: reference}, b"{}") == 403
+
+
 @pytest.mark.parametrize(("method", "request_message"), [ADMIN_GRPC[0], ADMIN_GRPC[2], ADMIN_GRPC[7]])
 def test_an_admin_grpc_call_on_a_server_needs_the_key(method, request_message):
     channel = grpc.insecure_channel(f"{host_address(SERVERS[0])}:8001")
@@ -314,12 +381,37 @@ def test_an_admin_grpc_call_on_a_server_needs_the_key(method, request_message):
     assert without != "StatusCode.OK" and with_key == "StatusCode.OK", (without, with_key)
 
 
-def test_the_stats_page_needs_its_password():
-    url = f"http://{host_address(BALANCER)}:8404/stats"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with pytest.raises(urllib.error.HTTPError) as err:
-        opener.open(url, timeout=5)
-    assert err.value.code == 401
+def stats_page(password: str | None) -> int:
+    """The status of the load balancer's stats page, over TLS (the fleet's CA), with or without a password."""
+    url = f"https://{host_address(BALANCER)}:8404/stats"
+    handlers: list = [urllib.request.ProxyHandler({}),
+                      urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=str(CA_FILE)))]
+    if password is not None:
+        manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+        manager.add_password(None, url, "stats", password)
+        handlers.append(urllib.request.HTTPBasicAuthHandler(manager))
+    try:
+        with urllib.request.build_opener(*handlers).open(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.parametrize(("password", "status"), [(None, 401), ("wrong-password-0123", 401), ("the right one", 200)])
+def test_the_stats_page_needs_its_password(password, status):
+    right = (ROOT / "build" / "secrets" / "haproxy-stats-password").read_text().split()[0]
+    assert stats_page(right if password == "the right one" else password) == status
+
+
+def test_the_stats_page_speaks_tls_only():
+    with pytest.raises((http.client.HTTPException, ConnectionError, OSError)):
+        plain(BALANCER, "/stats", port=8404)
+
+
+def test_the_balancer_config_holds_no_stats_password():
+    right = (ROOT / "build" / "secrets" / "haproxy-stats-password").read_text().split()[0]
+    config = balancer_config()
+    assert right not in config and "insecure-password" not in config
 
 
 # --- fuzzing ---------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ brought back (scripts/fleet.sh create, its Docker engine, deploy.yml).
 
 from __future__ import annotations
 
+import calendar
 import functools
 import http.client
 import json
@@ -199,6 +200,20 @@ def firing_in_prometheus(name: str, host: str) -> list:
         f'ALERTS{{alertname="{name}", host="{host}", alertstate="firing"}}')
 
 
+def test_prometheus_knows_when_the_load_balancers_certificate_expires():
+    """The load balancer exports its certificate's notAfter (node exporter textfile); the recorded series counts
+    down to it. Compared with the certificate itself, read here with openssl."""
+    balancer = inventory_group("load_balancers")[0]
+    certificate = ROOT / "build" / "pki" / f"{balancer}.crt"
+    end = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", str(certificate)], check=True,
+                         capture_output=True, text=True).stdout.strip().split("=", 1)[1]
+    not_after = calendar.timegm(time.strptime(end, "%b %d %H:%M:%S %Y %Z"))
+    series = wait_for(lambda: monitoring.Prometheus(prometheus_url()).query(
+        f'tritonfleet:tls_certificate_expiry_seconds{{host="{balancer}"}}'), 60)
+    assert [entry["metric"]["path"] for entry in series] == ["/etc/haproxy/tls/tritonfleet.pem"]
+    assert abs(float(series[0]["value"][1]) - (not_after - time.time())) < 120
+
+
 def test_a_burst_of_failing_requests_fires_the_failure_ratio_alert():
     host = SERVERS[0]
     model = deployed(RECORD).names()[0]
@@ -230,6 +245,17 @@ def test_check_diff_of_monitoring_reports_no_change():
     assert run.returncode == 0, run.output[-3000:]
     changed = {host: counts["changed"] for host, counts in run.recap.items() if counts["changed"]}
     assert changed == {}, f"--check --diff reports changes: {changed}"
+
+
+def test_a_new_webhook_url_is_never_printed_not_even_with_diff_or_verbose():
+    """The webhook's URL often carries a token: a run that would change it shows the change, never the URL."""
+    secret = "https://alerts.example.internal/hook?token=tf-secret-0123456789"
+    run = ansible_playbook("monitoring.yml", "--check", "--diff", "-v", "-e",
+                           f"monitoring_alertmanager_webhook_url={secret}", log_name="monitoring-secret-webhook")
+    assert run.returncode == 0, run.output[-3000:]
+    assert re.search(r"TASK \[monitoring : Write the Alertmanager configuration\][^\n]*\nchanged: ", run.output), \
+        run.output[-3000:]
+    assert "tf-secret-0123456789" not in run.output
 
 
 # --- a server host killed under load ------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ dies mid-deploy (which brings it back and converges).
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -28,9 +30,12 @@ from fleetlib import (
     Load,
     PlaybookRun,
     ansible_playbook,
+    balancer_config,
     bring_back,
     fleet_docker,
+    grpc_status,
     host_address,
+    lb_channel,
     load_texts,
     playbook_command,
     playbook_env,
@@ -38,6 +43,7 @@ from fleetlib import (
     save_log,
     smoke_test,
 )
+from tritonclient.grpc import service_pb2
 
 from tritonfleet.bench.chaos import new_release
 from tritonfleet.release import Release, deployed
@@ -91,29 +97,132 @@ def test_check_diff_on_converged_fleet_reports_no_changes():
 
 # --- a release replaced, then deployed again, under load -----------------------------------------------------
 
-#: Release Y: another max_batch_size (a serving option: a new release from the cached conversions).
-OTHER_OPTIONS = json.dumps({"model_conversion_options": {"max_batch_size": 16}})
+#: The model release Y adds: the sentiment demo model under another name (its conversion is cached).
+ADDED = "mood"
+#: Release Y: the inventory's models and ADDED, with another max_batch_size (a serving option).
+OTHER_OPTIONS = json.dumps({
+    "model_conversion_options": {**yaml.safe_load((INVENTORY / "group_vars" / "conversion_hosts.yml").read_text())[
+        "model_conversion_options"], "max_batch_size": 16},
+    "model_conversion_models": yaml.safe_load((INVENTORY / "group_vars" / "conversion_hosts.yml").read_text())[
+        "model_conversion_models"] + [{"name": ADDED,
+                                       "model": "{{ tritonfleet_project_dir }}/build/demo-models/sentiment"}]})
+
+
+def admitted() -> list[str]:
+    """The models the load balancer admits (its deployed HAProxy config's HTTP rule)."""
+    rule = re.search(r"^\s*acl public_model path_reg \^/v2/models/\(([^)]*)\)", balancer_config(), re.M)
+    assert rule, "the load balancer's config has no public model rule"
+    return sorted(rule.group(1).split("|"))
+
+
+def ready_through_the_balancer(model: str) -> str:
+    return grpc_status(lb_channel(), "ModelReady", service_pb2.ModelReadyRequest(name=model))
+
+
+#: The line that names the fleet lock's holder in the refusal of a second run (plugins/callback/tritonfleet_lock.py).
+LOCK_MESSAGE = "Another ansible-playbook run holds the fleet lock"
+
+
+def interrupted(playbook: str, *args: str, host: str, log_name: str) -> tuple[PlaybookRun, PlaybookRun]:
+    """`playbook` with `args`, Ctrl-C'd (SIGINT to its process group, as a terminal sends it) at the worst point of a
+    rollout: `host`'s Triton container has just been recreated on the new release, drained, before its smoke test
+    and its activation. At that point a second, plain site.yml is tried first. Returns both runs."""
+    cmd = playbook_command(playbook, *args)
+    lines: list[str] = []
+    second = None
+    start = time.monotonic()
+    with subprocess.Popen(cmd, cwd=ROOT, env=playbook_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, start_new_session=True) as proc:
+        assert proc.stdout is not None
+        in_rollout = running = armed = False
+        rollout = rolling_play()
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("PLAY ["):
+                in_rollout = line.startswith(f"PLAY [{rollout}]")
+            # The rollout's "Run the Triton server" step, then its container task (the step before, predict.yml,
+            # runs the same task in check mode).
+            running = running or (in_rollout and line.startswith("TASK [Run the Triton server] "))
+            if running and re.match(rf"included: \S+/roles/triton_server/tasks/container\.yml for {host}$", line):
+                armed = True
+            if armed and second is None and line.startswith(f"changed: [{host}]"):
+                second = ansible_playbook("site.yml", log_name=f"{log_name}-second-run")
+                os.killpg(proc.pid, signal.SIGINT)
+        returncode = proc.wait()
+    run = PlaybookRun(cmd, returncode, "".join(lines), time.monotonic() - start)
+    save_log(log_name, run)
+    assert second is not None, f"the rollout never restarted {host}'s Triton: {run.output[-3000:]}"
+    return run, second
 
 
 @pytest.fixture(scope="module")
 def revert(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Release X (the inventory's), then Y, then X again: each rollout under USERS users through the load
-    balancer. Returns the releases and the loads."""
+    balancer. The way to Y is a site.yml run Ctrl-C'd at the worst point of its rollout (and a second site.yml
+    tried then), and the same site.yml run again. Returns the releases, the runs and the loads."""
     texts = load_texts(tmp_path_factory.mktemp("load"))
     x = fleet_release()
-    run = ansible_playbook("convert.yml", "-e", OTHER_OPTIONS, log_name="revert-1-convert-y")
-    assert run.returncode == 0, run.output[-3000:]
+    first = SERVERS[0]
     load = Load(USERS, 1800, texts)
-    run = ansible_playbook("deploy.yml", "-e", OTHER_OPTIONS, log_name="revert-2-deploy-y")
+    cut, second = interrupted("site.yml", "-e", OTHER_OPTIONS, host=first, log_name="revert-1-site-y-interrupted")
+    at_cut = {"container": triton_container(first)["Config"]["Labels"]["org.tritonfleet.release-id"],
+              "current": current_release_id(first), "record": deployed(RECORD, first).id}
+    admitted_at_cut = {"config": admitted(), ADDED: ready_through_the_balancer(ADDED)}
+    rerun = ansible_playbook("site.yml", "-e", OTHER_OPTIONS, log_name="revert-2-site-y-again")
     to_y = load.stop()
-    assert run.returncode == 0, run.output[-3000:]
+    assert rerun.returncode == 0, rerun.output[-3000:]
+    admitted_on_y = {"config": admitted(), ADDED: ready_through_the_balancer(ADDED)}
     y = fleet_release()
     y_ids = {host: current_release_id(host) for host in SERVERS}
+    y_record = {host: deployed(RECORD, host).id for host in SERVERS}
+    y_containers = {host: triton_container(host)["Config"]["Labels"]["org.tritonfleet.release-id"]
+                    for host in SERVERS}
     load = Load(USERS, 1800, texts)
     run = ansible_playbook("deploy.yml", log_name="revert-3-deploy-x-again")
     back_to_x = load.stop()
     assert run.returncode == 0, run.output[-3000:]
-    return {"x": x, "y": y, "y_ids": y_ids, "loads": {"X to Y": to_y, "Y to X": back_to_x}}
+    admitted_on_x = {"config": admitted(), ADDED: ready_through_the_balancer(ADDED)}
+    return {"x": x, "y": y, "y_ids": y_ids, "y_record": y_record, "y_containers": y_containers, "cut": cut,
+            "second": second, "at_cut": at_cut, "rerun": rerun, "loads": {"X to Y": to_y, "Y to X": back_to_x},
+            "admitted": {"at the cut": admitted_at_cut, "on Y": admitted_on_y, "back on X": admitted_on_x}}
+
+
+def test_the_load_balancer_admits_a_model_only_while_every_server_serves_it(revert):
+    """Y adds a model. While the rollout runs, and after it stopped (Ctrl-C), no server of the rotation may lack a
+    model the load balancer admits: the added one is refused there (PERMISSION_DENIED), not sent to a server without
+    it; it is admitted once every server serves Y; back on X, where no server serves it, it is refused again."""
+    x_models = sorted(revert["x"].names())
+    refused = {"config": x_models, ADDED: "StatusCode.PERMISSION_DENIED"}
+    assert revert["admitted"] == {"at the cut": refused, "on Y": {"config": sorted([*x_models, ADDED]),
+                                                                  ADDED: "StatusCode.OK"},
+                                  "back on X": refused}
+
+
+def test_a_second_run_during_a_rollout_stops_at_once_with_the_lock_message(revert):
+    second, cut = revert["second"], revert["cut"]
+    assert second.returncode == 1, second.output[-3000:]
+    assert f"{LOCK_MESSAGE} {INVENTORY.resolve() / '.tritonfleet.lock'} (pid " in second.output, second.output
+    assert "PLAY [" not in second.output
+    assert second.seconds < 30, second.seconds
+    assert cut.returncode != 0
+
+
+def test_a_rollout_interrupted_before_a_smoke_test_activates_and_records_nothing_untested(revert):
+    """At the cut, the first server's container runs Y (untested, drained), while its `current` link and the deploy
+    record still name X, the release it passed its smoke test with."""
+    x, y = revert["x"], revert["y"]
+    assert revert["at_cut"] == {"container": y.id, "current": x.id, "record": x.id}
+
+
+def test_the_rerun_after_the_interrupt_smoke_tests_activates_and_records_y_on_every_host(revert):
+    """The rerun finds the first server on Y but not activated, so it smoke-tests it before activating it (the
+    gate: a restart, or an active release that is another one); every host ends on Y, tested, and recorded."""
+    y, rerun = revert["y"], revert["rerun"]
+    rollout = rerun.output[rerun.output.index(f"PLAY [{rolling_play()}]"):]
+    for host in SERVERS:
+        assert re.search(rf"TASK \[smoke_test : Remember the release this target passed with in this run\][^\n]*\n"
+                         rf"ok: \[{host}\]", rollout), f"{host} was not smoke-tested in the rerun"
+    assert revert["y_ids"] == revert["y_record"] == revert["y_containers"] == dict.fromkeys(SERVERS, y.id)
 
 
 def test_rolling_deploys_under_load_lose_no_request(revert):
@@ -146,6 +255,35 @@ def test_redeploying_an_earlier_release_serves_and_checks_that_release(revert):
     assert printed.returncode == 0, printed.stdout[-3000:] + printed.stderr[-2000:]
     assert printed.stdout.count(f"release {x.id[:12]} ===") == len(SERVERS) + 1, printed.stdout[-2000:]
     assert y.id[:12] not in printed.stdout
+
+
+# --- a daemon.json change on the servers ---------------------------------------------------------------------
+
+
+def engine_started(host: str) -> str:
+    return fleet_docker_exec(host, "systemctl", "show", "docker", "-p", "ExecMainStartTimestampMonotonic")
+
+
+def triton_started(host: str) -> str:
+    return triton_container(host)["State"]["StartedAt"]
+
+
+@pytest.mark.parametrize("uploads", [4, 5])
+def test_a_daemon_json_change_restarts_every_engine_and_stops_no_triton_server(uploads, tmp_path: Path):
+    """prepare.yml with another daemon.json option (max-concurrent-uploads, then back to Docker's default 5), under
+    load: every server's engine restarts (one host at a time), with live-restore its Triton keeps running, and the
+    load balancer loses no request."""
+    engines = {host: engine_started(host) for host in SERVERS}
+    tritons = {host: triton_started(host) for host in SERVERS}
+    load = Load(USERS, 600, load_texts(tmp_path))
+    options = json.dumps({"docker_daemon_options": {"max-concurrent-uploads": uploads}})
+    run = ansible_playbook("prepare.yml", "-e", options, log_name=f"prepare-daemon-json-{uploads}")
+    result = load.stop()
+    assert run.returncode == 0, run.output[-3000:]
+    assert re.search(r"RUNNING HANDLER \[docker : Restart Docker\]", run.output), run.output[-3000:]
+    assert {host: engine_started(host) != engines[host] for host in SERVERS} == dict.fromkeys(SERVERS, True)
+    assert {host: triton_started(host) for host in SERVERS} == tritons
+    assert result["sent_total"] > 100 and (result["errors_total"], result["error_statuses"]) == (0, {}), result
 
 
 # --- bad input ---------------------------------------------------------------------------------------------
@@ -184,6 +322,20 @@ def test_invalid_port_fails_validation_naming_the_host(tmp_path: Path):
     assert run.returncode != 0
     assert "tf-server-2: the ports" in run.output
     assert "triton_server_grpc_port=8000" in run.output
+
+
+def test_a_triton_image_named_by_a_tag_only_is_refused_before_any_server_changes(tmp_path: Path):
+    """A tag can be pushed again: the servers pull the Triton image by its digest, and refuse a name without one
+    in the staging play, before the rollout drains anything."""
+    image = triton_container(SERVERS[0])["Config"]["Image"]
+    assert re.search(r"@sha256:[0-9a-f]{64}$", image), f"the servers run {image}, not an image named by its digest"
+    tag_only = image.split("@")[0]
+    containers = {host: triton_container(host)["Id"] for host in SERVERS}
+    run = ansible_playbook("deploy.yml", "-e", f"triton_server_image={tag_only}", log_name="image-tag-only")
+    assert run.returncode != 0
+    assert f"the Triton image {tag_only} is not named by its digest" in run.output, run.output[-3000:]
+    assert f"PLAY [{rolling_play()}]" not in run.output
+    assert {host: triton_container(host)["Id"] for host in SERVERS} == containers
 
 
 def overlay_inventory(tmp_path: Path, host: str, group: str = "triton_servers", **host_vars) -> Path:

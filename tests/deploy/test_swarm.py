@@ -19,8 +19,6 @@ generator of the benchmark); docs/SWARM.md has the figures at 200 users.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import shutil
@@ -44,7 +42,7 @@ from fleetlib import (
     playbook_env,
 )
 
-from tritonfleet.bench.chaos import new_release
+from tritonfleet.bench.chaos import balancer_stats, new_release
 from tritonfleet.release import Release, deployed
 
 USES_LOCAL_FLEET = False  # conftest.py: this module makes its own fleet
@@ -94,20 +92,9 @@ def node_states() -> dict[str, str]:
     return {line.split()[0]: " ".join(line.split()[1:]) for line in lines}
 
 
-def stats_password() -> str:
-    return (ROOT / "build" / "secrets" / "haproxy-stats-password").read_text().split()[0]
-
-
 def backend_servers(backend: str = "triton_grpc") -> dict[str, dict[str, str]]:
     """HAProxy's stats of one backend's servers: name -> row of the stats CSV (status, stot, ...)."""
-    request = urllib.request.Request(f"http://{host_address(BALANCER)}:8404/stats;csv")
-    manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-    manager.add_password(None, request.full_url, "stats", stats_password())
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPBasicAuthHandler(manager))
-    with opener.open(request, timeout=10) as response:
-        rows = csv.DictReader(io.StringIO(response.read().decode().lstrip("# ")))
-        return {row["svname"]: row for row in rows if row["pxname"] == backend
-                and row["svname"] not in ("FRONTEND", "BACKEND")}
+    return balancer_stats(host_address(BALANCER), backend)
 
 
 def up_servers() -> set[str]:
@@ -221,6 +208,41 @@ def test_a_second_run_changes_nothing(swarm_fleet):
     assert run_.returncode == 0, run_.output[-3000:]
     assert set(NODES + [MANAGER]) <= set(run_.recap), run_.recap
     assert changed_hosts(run_) == {}, f"a second site.yml run changed something: {changed_hosts(run_)}"
+
+
+def test_the_managers_cluster_api_listens_on_its_advertised_address_only(swarm_fleet):
+    listening = subprocess.run(["docker", "exec", MANAGER, "ss", "-ltnH", "sport = :2377"], check=True,
+                               capture_output=True, text=True).stdout.split()
+    assert [word for word in listening if word.endswith(":2377")] == [f"{fleetlib.host_address(MANAGER)}:2377"]
+
+
+def test_the_join_tokens_are_not_printed_even_verbosely(swarm_fleet):
+    token = on_manager("swarm", "join-token", "-q", "worker")
+    assert token.startswith("SWMTKN-")
+    run_ = swarm_playbook("prepare.yml", "--tags", "swarm", "-v", log_name="swarm-verbose")
+    assert run_.returncode == 0, run_.output[-3000:]
+    assert "SWMTKN-" not in run_.output
+
+
+@pytest.mark.parametrize("port", [8000, 8001, 8002, 8003])
+def test_a_node_refuses_a_host_outside_the_admitted_set_on_every_triton_port(swarm_fleet, port):
+    """Swarm mode publishes the ports on every address of a node: the firewall is what closes them."""
+    node = sorted(running_tasks())[0]
+    with fleetlib.outsider_on(fleetlib.host_var(MANAGER, "tritonfleet_fleet_network", INVENTORY),
+                              "tf-swarm-outsider") as outsider:
+        assert fleetlib.connect_from(outsider, fleetlib.host_address(node), port) == "refused"
+    assert fleetlib.connect_from(BALANCER, fleetlib.host_address(node), port) == "open"
+
+
+def test_the_admin_key_is_on_no_command_line_and_in_no_service_spec(swarm_fleet):
+    """The service spec (`docker service inspect` on a manager) and every process of a node that runs a task name
+    the key file, never the key."""
+    key = fleetlib.admin_key()
+    spec = json.dumps(service())
+    assert "${file:/run/secrets/tritonfleet-admin-key}" in spec and key not in spec
+    for node in running_tasks():
+        listing = run("docker", "exec", "-u", "deploy", node, "ps", "-eww", "-o", "args").stdout
+        assert "--grpc-restricted-protocol=" in listing and key not in listing, node
 
 
 def test_a_swarm_inventory_without_a_manager_is_refused(swarm_fleet, tmp_path):
