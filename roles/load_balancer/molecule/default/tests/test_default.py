@@ -238,7 +238,12 @@ def test_tls_before_12_is_refused(host, version):
 
 @pytest.mark.parametrize(("options", "cipher"), [
     (("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"), "ECDHE-ECDSA-AES128-GCM-SHA256"),
-    (("-tls1_3",), "TLS_AES_256_GCM_SHA384"),
+    (("-tls1_3", "-ciphersuites", "TLS_AES_256_GCM_SHA384"), "TLS_AES_256_GCM_SHA384"),
+    (("-tls1_3", "-ciphersuites", "TLS_CHACHA20_POLY1305_SHA256"), "TLS_CHACHA20_POLY1305_SHA256"),
 ])
 def test_a_forward_secret_aead_cipher_is_taken(host, options, cipher):
     assert tls_handshake(host, *options) == cipher
+
+
+def test_a_tls13_suite_outside_the_list_is_refused(host):
+    assert tls_handshake(host, "-tls1_3", "-ciphersuites", "TLS_AES_128_CCM_SHA256") == "(NONE)"
