@@ -34,19 +34,46 @@ def test_restart_policy(host, key, value):
     assert inspect(host)["HostConfig"]["RestartPolicy"][key] == value
 
 
-@pytest.mark.parametrize("port", [8000, 8001])
-def test_port_is_listening(host, port):
-    assert host.socket(f"tcp://0.0.0.0:{port}").is_listening
+KEY_FILE = "/etc/tritonfleet/triton-admin-key"
+REFERENCE = "${file:/run/secrets/tritonfleet-admin-key}"
 
 
-def test_metrics_port_is_not_published_on_every_address(host):
-    assert not host.socket("tcp://0.0.0.0:8002").is_listening
-
-
-def test_metrics_port_is_published_on_the_internal_address(host):
-    address = inspect(host)["HostConfig"]["PortBindings"]["8002/tcp"][0]["HostIp"]
+def internal_address(host) -> str:
+    """The address the ports are published on: the host's internal one, never every address."""
+    address = inspect(host)["HostConfig"]["PortBindings"]["8000/tcp"][0]["HostIp"]
     assert address not in ("", "0.0.0.0")
-    assert host.socket(f"tcp://{address}:8002").is_listening
+    return address
+
+
+@pytest.mark.parametrize("port", [8000, 8001, 8002])
+def test_port_is_listening_on_the_internal_address(host, port):
+    assert host.socket(f"tcp://{internal_address(host)}:{port}").is_listening
+
+
+@pytest.mark.parametrize("port", [8000, 8001, 8002])
+def test_port_is_not_published_on_every_address(host, port):
+    assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+
+
+def admin_key(host) -> str:
+    return host.file(KEY_FILE).content_string.strip()
+
+
+def test_the_admin_key_file_is_the_server_users_only(host):
+    key_file = host.file(KEY_FILE)
+    assert (key_file.uid, key_file.mode) == (1000, 0o400)
+    assert admin_key(host) == "molecule-admin-key-0123456789"
+
+
+@pytest.mark.parametrize("restriction", ["--http-restricted-api=", "--grpc-restricted-protocol="])
+def test_the_command_line_names_the_key_file_not_the_key(host, restriction):
+    arg = next(a for a in inspect(host)["Args"] if a.startswith(restriction))
+    assert arg.endswith(f":tritonfleet-admin-key={REFERENCE}") and admin_key(host) not in arg
+
+
+def test_no_process_listing_shows_the_admin_key(host):
+    listing = host.check_output("ps -eww -o args")
+    assert REFERENCE in listing and admin_key(host) not in listing
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v2/logging"), ("POST", "/v2/repository/index")])
@@ -56,25 +83,23 @@ def test_admin_api_without_the_key_is_refused(host, method, path):
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v2/logging"), ("POST", "/v2/repository/index")])
 def test_admin_api_with_the_key_is_allowed(host, method, path):
-    assert _status(host, method, path, f"-H '{_admin_header(host)}'") == "200"
+    assert _status(host, method, path, f"-H 'tritonfleet-admin-key: {admin_key(host)}'") == "200"
 
 
-def _admin_header(host):
-    """'<header>: <key>' from the server's own --http-restricted-api=<apis>:<header>=<key>."""
-    arg = next(a for a in inspect(host)["Args"] if a.startswith("--http-restricted-api="))
-    header, key = arg.split(":", 1)[1].split("=", 1)
-    return f"{header}: {key}"
+def test_the_reference_itself_is_not_the_key(host):
+    assert _status(host, "POST", "/v2/repository/index", f"-H 'tritonfleet-admin-key: {REFERENCE}'") == "403"
 
 
 def _status(host, method, path, extra=""):
     data = "-d '{}'" if method == "POST" else ""
-    return host.check_output(
-        f"curl -s -o /dev/null -w '%{{http_code}}' -X {method} {data} {extra} http://127.0.0.1:8000{path}")
+    return host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -X {method} {data} {extra} "
+                             f"http://{internal_address(host)}:8000{path}")
 
 
 @pytest.mark.parametrize("path", ["/v2/health/ready", "/v2/health/live", "/v2/models/echo/ready"])
 def test_endpoint_answers_200(host, path):
-    assert host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:8000{path}") == "200"
+    assert host.check_output(
+        f"curl -s -o /dev/null -w '%{{http_code}}' http://{internal_address(host)}:8000{path}") == "200"
 
 
 def test_the_release_of_the_label_is_the_folder_mounted(host):
