@@ -50,12 +50,64 @@ def triton_ready(url: str) -> bool:
         return False
 
 
+#: At most this many readiness checks at once (a load balancer makes one a second); more are closed at once.
+MAX_CHECKS = 16
+#: Seconds a check's connection may stay silent or slow before it is closed.
+CHECK_TIMEOUT = 5
+
+
+class ReadinessServer(http.server.ThreadingHTTPServer):
+    """A thread per check, at most MAX_CHECKS at once: a flood of connections cannot exhaust the task's threads."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(MAX_CHECKS)
+
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001 (socketserver's signature)
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
-    server = subprocess.Popen(args.command)
     stopping = threading.Event()
+    signalled = threading.Lock()  # Triton gets one SIGTERM (a second one would make it exit at once)
+    server: subprocess.Popen[bytes] | None = None
+
+    def stop_triton_later() -> None:
+        time.sleep(args.drain)
+        if server is not None and server.poll() is None and signalled.acquire(blocking=False):
+            server.send_signal(signal.SIGTERM)
+
+    def on_stop(signum: int, _frame: object) -> None:
+        if stopping.is_set():
+            return
+        stopping.set()
+        print(f"swarm-entrypoint: signal {signum}: unready now, stopping Triton in {args.drain:g} s", flush=True)
+        threading.Thread(target=stop_triton_later, daemon=True).start()
+
+    # Before Triton starts: a stop that comes while it starts is a stop too (never the default action, which would
+    # leave Triton without its drain).
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
 
     class Readiness(http.server.BaseHTTPRequestHandler):
+        timeout = CHECK_TIMEOUT
+
         def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
             if self.path != READY_PATH:
                 status = 404
@@ -70,23 +122,13 @@ def main(argv: list[str]) -> int:
         def log_message(self, *_args: object) -> None:  # one check a second per load balancer: keep the log quiet
             pass
 
-    readiness = http.server.ThreadingHTTPServer(("0.0.0.0", args.port), Readiness)
+    readiness = ReadinessServer(("0.0.0.0", args.port), Readiness)
     threading.Thread(target=readiness.serve_forever, daemon=True).start()
-
-    def stop_triton_later() -> None:
-        time.sleep(args.drain)
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-
-    def on_stop(signum: int, _frame: object) -> None:
-        if stopping.is_set():
-            return
-        stopping.set()
-        print(f"swarm-entrypoint: signal {signum}: unready now, stopping Triton in {args.drain:g} s", flush=True)
+    if stopping.is_set():
+        return 0
+    server = subprocess.Popen(args.command)
+    if stopping.is_set():  # stopped while it started: its drain is already counting
         threading.Thread(target=stop_triton_later, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
     return server.wait()
 
 
