@@ -327,8 +327,8 @@ def test_invalid_port_fails_validation_naming_the_host(tmp_path: Path):
 def test_a_triton_image_named_by_a_tag_only_is_refused_before_any_server_changes(tmp_path: Path):
     """A tag can be pushed again: the servers pull the Triton image by its digest, and refuse a name without one
     in the staging play, before the rollout drains anything."""
-    image = triton_container(SERVERS[0])["Config"]["Image"]
-    assert re.search(r"@sha256:[0-9a-f]{64}$", image), f"the servers run {image}, not an image named by its digest"
+    image = triton_container(SERVERS[0])["Config"]["Labels"]["org.tritonfleet.image"]
+    assert re.search(r":[^/@]+@sha256:[0-9a-f]{64}$", image), f"the servers run {image}, not a tag by its digest"
     tag_only = image.split("@")[0]
     containers = {host: triton_container(host)["Id"] for host in SERVERS}
     run = ansible_playbook("deploy.yml", "-e", f"triton_server_image={tag_only}", log_name="image-tag-only")
