@@ -4,6 +4,7 @@
 # from a Debian 12 root file system made by mmdebstrap.
 #
 #   scripts/build-images.sh [IMAGE...]     IMAGE: debian12-systemd debian12-base tritonserver-cpu convert (default: all)
+#   scripts/build-images.sh convert-wheelhouse   only the conversion image's wheels (build/images/wheelhouse-convert)
 #
 # Idempotent: each image carries a label with the sha256 of its inputs (package lists, Dockerfile, wheel pins,
 # the base image's id, the project's sources); an image whose label matches is not rebuilt.
@@ -31,6 +32,7 @@ TRITON_IMAGE=$(image tritonserver_cpu)
 CONVERT_IMAGE=${TRITONFLEET_CONVERT_IMAGE:-$(image convert)}
 # The conversion image's lock for this machine's base (Python 3.11): the CPU torch wheel and the demo weights included.
 CONVERT_LOCK=docker/conversion-requirements/local.txt
+CONVERT_WHEELHOUSE=$WORK/wheelhouse-convert
 
 # Packages of the systemd image: what systemd as PID 1 and Ansible's modules (apt, systemd, user, ...) need, sshd
 # (the local fleet's hosts are reached over SSH, like production's), and a C compiler, as a GPU host has it for its
@@ -170,29 +172,35 @@ convert_inputs() {  # BUILD-ARGS...: the image's inputs (its label's value)
     | "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["inputs"])'
 }
 
+# The wheelhouse is kept between builds (build/images/wheelhouse-convert) and downloaded again only when the lock
+# changes: the docker build then reuses its cached dependency layers, and a change of src/ costs only the last
+# layers. pip checks every file against the lock's hashes here, and again in the image. A target of its own too:
+# a build from the same inputs elsewhere (the model_conversion role's, in Molecule) needs these wheels in its
+# context even where this clone found the image up to date and never downloaded them.
+convert_wheelhouse() {
+  local lock_sum
+  lock_sum=$(sha256sum <"$CONVERT_LOCK")
+  if [ "$(cat "$CONVERT_WHEELHOUSE/.lock-sha256" 2>/dev/null)" = "$lock_sum" ]; then return; fi
+  log "downloading the conversion wheels of $CONVERT_LOCK (torch CPU, transformers, onnx, ...)"
+  rm -rf "$CONVERT_WHEELHOUSE.part.$$"
+  wheelhouse "$CONVERT_WHEELHOUSE.part.$$" --require-hashes --only-binary=:all: -r "$CONVERT_LOCK"
+  printf '%s\n' "$lock_sum" >"$CONVERT_WHEELHOUSE.part.$$/.lock-sha256"
+  rm -rf "$CONVERT_WHEELHOUSE"
+  mv "$CONVERT_WHEELHOUSE.part.$$" "$CONVERT_WHEELHOUSE"
+}
+
 build_convert() {
   build_base
-  local ctx cache=$WORK/wheelhouse-convert hash start lock_sum args
+  local ctx hash start args
   # The build arguments, which are inputs of the label: the base by its id (a rebuilt base rebuilds this image), the
   # local lock, and the Dockerfile's default PIP_OPTIONS (offline, from the wheelhouse in the context).
   args=(--build-arg "BASE=$(image_id "$BASE_IMAGE")" --build-arg REQUIREMENTS=local)
   hash=$(convert_inputs "${args[@]}")
   if up_to_date "$CONVERT_IMAGE" "$hash"; then log "$CONVERT_IMAGE is up to date"; return; fi
   start=$SECONDS
-  # The wheelhouse is kept between builds (build/images/wheelhouse-convert) and downloaded again only when the lock
-  # changes: the docker build then reuses its cached dependency layers, and a change of src/ costs only the last
-  # layers. pip checks every file against the lock's hashes here, and again in the image.
-  lock_sum=$(sha256sum <"$CONVERT_LOCK")
-  if [ "$(cat "$cache/.lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
-    log "downloading the conversion wheels of $CONVERT_LOCK (torch CPU, transformers, onnx, ...)"
-    rm -rf "$cache.part.$$"
-    wheelhouse "$cache.part.$$" --require-hashes --only-binary=:all: -r "$CONVERT_LOCK"
-    printf '%s\n' "$lock_sum" >"$cache.part.$$/.lock-sha256"
-    rm -rf "$cache"
-    mv "$cache.part.$$" "$cache"
-  fi
+  convert_wheelhouse
   ctx=$WORK/context-$(printf '%s' "$CONVERT_IMAGE" | tr -c 'A-Za-z0-9._-' '_')
-  [ "$(convert_inputs "${args[@]}" --wheelhouse "$cache" --output "$ctx")" = "$hash" ] \
+  [ "$(convert_inputs "${args[@]}" --wheelhouse "$CONVERT_WHEELHOUSE" --output "$ctx")" = "$hash" ] \
     || { echo "build-images: the project changed during the build of $CONVERT_IMAGE; run it again" >&2; exit 1; }
   log "docker build $CONVERT_IMAGE ($(du -sh "$ctx/wheels" | cut -f1) of wheels)"
   docker build --quiet -f "$ctx/conversion.Dockerfile" "${args[@]}" --label "$LABEL=$hash" -t "$CONVERT_IMAGE" "$ctx" \
@@ -213,6 +221,7 @@ main() {
       debian12-base) build_base ;;
       tritonserver-cpu) build_triton ;;
       convert) build_convert ;;
+      convert-wheelhouse) convert_wheelhouse ;;
       *) echo "build-images: unknown image '$target'" >&2; exit 2 ;;
     esac
   done
