@@ -12,13 +12,16 @@ import re
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import yaml
-from tritonclient.grpc import service_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from tritonfleet import layout
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -262,7 +265,7 @@ def balancer_limits() -> tuple[int, int, float]:
     read from the load balancer's deployed HAProxy config: what it enforces, whatever the inventory said."""
     config = balancer_config()
     maxconn = re.search(r"^\s*default-server .*\bmaxconn (\d+)", config, re.M)
-    max_queue = re.search(r"^\s*http-request return .* if \{ queue\(triton_grpc\) ge (\d+) \}", config, re.M)
+    max_queue = re.search(r"^\s*http-request return .* if \{ queue\(\) ge (\d+) \}", config, re.M)
     queue = re.search(r"^\s*timeout queue (\d+)(ms|s|m)?\s*$", config, re.M)
     assert maxconn and max_queue and queue, f"{BALANCER}: no server maxconn, queue bound or queue timeout"
     scale = {"ms": 0.001, None: 0.001, "s": 1.0, "m": 60.0}[queue.group(2)]
@@ -317,3 +320,47 @@ def lb_channel() -> grpc.Channel:
     """A channel to the load balancer's gRPC port, over TLS with the fleet's own CA."""
     credentials = grpc.ssl_channel_credentials(CA_FILE.read_bytes())
     return grpc.secure_channel(f"{host_address(BALANCER)}:8001", credentials)
+
+
+def text_request(model: str, text: str) -> service_pb2.ModelInferRequest:
+    """An inference request of one text for a public model (an ensemble: one BYTES input)."""
+    request = service_pb2.ModelInferRequest(model_name=model)
+    request.inputs.add(name=layout.TEXT, datatype="BYTES", shape=[1, 1])
+    data = text.encode()
+    request.raw_input_contents.append(len(data).to_bytes(4, "little") + data)
+    return request
+
+
+@dataclass(frozen=True)
+class Call:
+    at: float  # time.time() when it was sent
+    status: str  # the gRPC status code's name: OK, UNAVAILABLE, ...
+    details: str
+
+
+class Poller:
+    """One inference of `model` through the load balancer every `interval` seconds, in a thread, until stop(): who
+    answered what, and when, while a rollout runs."""
+
+    def __init__(self, model: str, interval: float = 0.5) -> None:
+        self.model, self.interval, self.calls = model, interval, []
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(lb_channel())
+        request = text_request(self.model, "what a lovely day")
+        while not self._stopped.is_set():
+            at = time.time()
+            try:
+                stub.ModelInfer(request, timeout=10)
+                self.calls.append(Call(at, "OK", ""))
+            except grpc.RpcError as exc:
+                self.calls.append(Call(at, exc.code().name, exc.details() or ""))
+            self._stopped.wait(self.interval)
+
+    def stop(self) -> list[Call]:
+        self._stopped.set()
+        self._thread.join(timeout=30)
+        return self.calls

@@ -8,6 +8,7 @@ dies mid-deploy (which brings it back and converges).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from fleetlib import (
     USERS,
     Load,
     PlaybookRun,
+    Poller,
     ansible_playbook,
     balancer_config,
     bring_back,
@@ -155,21 +157,28 @@ def interrupted(playbook: str, *args: str, host: str, log_name: str) -> tuple[Pl
     return run, second
 
 
+def started(host: str) -> float:
+    """When `host`'s Triton container last started (Unix seconds)."""
+    stamp = triton_container(host)["State"]["StartedAt"]  # RFC 3339 with nanoseconds: keep the microseconds
+    return datetime.datetime.fromisoformat(re.sub(r"(\.\d{6})\d*", r"\1", stamp).replace("Z", "+00:00")).timestamp()
+
+
 @pytest.fixture(scope="module")
 def revert(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Release X (the inventory's), then Y, then X again: each rollout under USERS users through the load
-    balancer. The way to Y is a site.yml run Ctrl-C'd at the worst point of its rollout (and a second site.yml
-    tried then), and the same site.yml run again. Returns the releases, the runs and the loads."""
+    balancer, and ADDED's inference through it every half second. The way to Y is a site.yml run Ctrl-C'd at the
+    worst point of its rollout (and a second site.yml tried then), and the same site.yml run again. Returns the
+    releases, the runs, the loads and ADDED's calls."""
     texts = load_texts(tmp_path_factory.mktemp("load"))
     x = fleet_release()
     first = SERVERS[0]
-    load = Load(USERS, 1800, texts)
+    load, added = Load(USERS, 1800, texts), Poller(ADDED)
     cut, second = interrupted("site.yml", "-e", OTHER_OPTIONS, host=first, log_name="revert-1-site-y-interrupted")
     at_cut = {"container": triton_container(first)["Config"]["Labels"]["org.tritonfleet.release-id"],
               "current": current_release_id(first), "record": deployed(RECORD, first).id}
     admitted_at_cut = {"config": admitted(), ADDED: ready_through_the_balancer(ADDED)}
     rerun = ansible_playbook("site.yml", "-e", OTHER_OPTIONS, log_name="revert-2-site-y-again")
-    to_y = load.stop()
+    to_y, added_to_y = load.stop(), added.stop()
     assert rerun.returncode == 0, rerun.output[-3000:]
     admitted_on_y = {"config": admitted(), ADDED: ready_through_the_balancer(ADDED)}
     y = fleet_release()
@@ -177,25 +186,56 @@ def revert(tmp_path_factory: pytest.TempPathFactory) -> dict:
     y_record = {host: deployed(RECORD, host).id for host in SERVERS}
     y_containers = {host: triton_container(host)["Config"]["Labels"]["org.tritonfleet.release-id"]
                     for host in SERVERS}
-    load = Load(USERS, 1800, texts)
+    y_started = {host: started(host) for host in SERVERS}
+    load, added = Load(USERS, 1800, texts), Poller(ADDED)
     run = ansible_playbook("deploy.yml", log_name="revert-3-deploy-x-again")
-    back_to_x = load.stop()
+    back_to_x, added_to_x = load.stop(), added.stop()
     assert run.returncode == 0, run.output[-3000:]
     admitted_on_x = {"config": admitted(), ADDED: ready_through_the_balancer(ADDED)}
     return {"x": x, "y": y, "y_ids": y_ids, "y_record": y_record, "y_containers": y_containers, "cut": cut,
             "second": second, "at_cut": at_cut, "rerun": rerun, "loads": {"X to Y": to_y, "Y to X": back_to_x},
-            "admitted": {"at the cut": admitted_at_cut, "on Y": admitted_on_y, "back on X": admitted_on_x}}
+            "admitted": {"at the cut": admitted_at_cut, "on Y": admitted_on_y, "back on X": admitted_on_x},
+            "added": {"X to Y": added_to_y, "Y to X": added_to_x},
+            "started": {"on Y": y_started, "back on X": {host: started(host) for host in SERVERS}}}
 
 
-def test_the_load_balancer_admits_a_model_only_while_every_server_serves_it(revert):
-    """Y adds a model. While the rollout runs, and after it stopped (Ctrl-C), no server of the rotation may lack a
-    model the load balancer admits: the added one is refused there (PERMISSION_DENIED), not sent to a server without
-    it; it is admitted once every server serves Y; back on X, where no server serves it, it is refused again."""
+def statuses(calls) -> str:
+    """The statuses of a Poller's calls, each run of one status once: "PERMISSION_DENIED UNAVAILABLE OK"."""
+    names = [call.status for call in calls]
+    return " ".join(name for i, name in enumerate(names) if i == 0 or names[i - 1] != name)
+
+
+def test_the_load_balancer_routes_a_model_only_to_servers_that_serve_it(revert):
+    """Y adds a model. It is admitted from the start of Y's rollout, but no server of the rotation may get it before
+    it serves it: at the cut (the first server drained on Y, the others on X) it is UNAVAILABLE, not sent to a server
+    without it; on Y it is served; back on X, where no server serves it, it is refused again."""
     x_models = sorted(revert["x"].names())
-    refused = {"config": x_models, ADDED: "StatusCode.PERMISSION_DENIED"}
-    assert revert["admitted"] == {"at the cut": refused, "on Y": {"config": sorted([*x_models, ADDED]),
-                                                                  ADDED: "StatusCode.OK"},
-                                  "back on X": refused}
+    y_models = sorted([*x_models, ADDED])
+    assert revert["admitted"] == {"at the cut": {"config": y_models, ADDED: "StatusCode.UNAVAILABLE"},
+                                  "on Y": {"config": y_models, ADDED: "StatusCode.OK"},
+                                  "back on X": {"config": x_models, ADDED: "StatusCode.PERMISSION_DENIED"}}
+
+
+def test_an_added_model_is_served_by_the_first_server_that_took_it_before_the_rollout_ends(revert):
+    """X to Y, ADDED's inference every half second: refused until the load balancer admits it, unavailable while no
+    server in the rotation serves it, then served, answered by a server that has it every time (a server without it
+    would say the model is unknown), from before the last server restarted on Y."""
+    calls = revert["added"]["X to Y"]
+    assert statuses(calls) == "PERMISSION_DENIED UNAVAILABLE OK", \
+        [(call.status, call.details) for call in calls if call.status != "OK"][-5:]
+    first_ok = next(call.at for call in calls if call.status == "OK")
+    assert first_ok < revert["started"]["on Y"][SERVERS[-1]], (first_ok, revert["started"]["on Y"])
+
+
+def test_a_dropped_model_stays_served_by_the_servers_not_yet_on_the_release(revert):
+    """Y to X drops ADDED: every call answered while a server in the rotation still serves it, after the first
+    server restarted on X too; then unavailable, and refused once the rollout is done. Before the routing by model
+    it was refused from the start of the rollout."""
+    calls = revert["added"]["Y to X"]
+    assert statuses(calls) in ("OK UNAVAILABLE PERMISSION_DENIED", "OK PERMISSION_DENIED"), \
+        [(call.status, call.details) for call in calls if call.status != "OK"][:5]
+    last_ok = max(call.at for call in calls if call.status == "OK")
+    assert last_ok > revert["started"]["back on X"][SERVERS[0]], (last_ok, revert["started"]["back on X"])
 
 
 def test_a_second_run_during_a_rollout_stops_at_once_with_the_lock_message(revert):

@@ -42,7 +42,7 @@ from fleetlib import (
     playbook_env,
 )
 
-from tritonfleet.bench.chaos import balancer_stats, new_release
+from tritonfleet.bench.chaos import balancer_rows, balancer_stats, new_release
 from tritonfleet.release import Release, deployed
 
 USES_LOCAL_FLEET = False  # conftest.py: this module makes its own fleet
@@ -95,6 +95,15 @@ def node_states() -> dict[str, str]:
 def backend_servers(backend: str = "triton_grpc") -> dict[str, dict[str, str]]:
     """HAProxy's stats of one backend's servers: name -> row of the stats CSV (status, stot, ...)."""
     return balancer_stats(host_address(BALANCER), backend)
+
+
+def grpc_requests() -> dict[str, int]:
+    """The gRPC requests each server has had from the load balancer: over the server-wide backend and each model's."""
+    counts: dict[str, int] = {}
+    for row in balancer_rows(host_address(BALANCER)):
+        if row["pxname"] == "triton_grpc" or row["pxname"].startswith("triton_grpc_"):
+            counts[row["svname"]] = counts.get(row["svname"], 0) + int(row["stot"])
+    return counts
 
 
 def up_servers() -> set[str]:
@@ -346,9 +355,9 @@ def test_scaling_to_4_replicas_by_one_variable_serves_from_all_4(swarm_fleet, te
     assert set(running_tasks()) == set(NODES)
     # The load balancer's configuration did not change: it finds the new replicas on the nodes' published ports.
     assert wait_for("4 replicas UP at the load balancer", lambda: up_servers() == set(NODES), 60)
-    before = {name: int(row["stot"]) for name, row in backend_servers().items()}
+    before = grpc_requests()
     result = Load(USERS, 15, texts, target=f"{host_address(BALANCER)}:8001").result()
-    served = {name: int(row["stot"]) - before[name] for name, row in backend_servers().items()}
+    served = {name: count - before[name] for name, count in grpc_requests().items()}
     print(f"requests per server over 15 s at {USERS} users: {served}")
     assert result["errors_total"] == 0, result["error_samples"]
     assert set(served) == set(NODES) and min(served.values()) > 0, served

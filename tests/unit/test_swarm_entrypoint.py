@@ -32,18 +32,19 @@ WRAPPED = textwrap.dedent("""
         sys.exit(3)
     signal.signal(signal.SIGTERM, stop)
     class Ready(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+        def do_GET(self):  # ready, with one model (sentiment): Triton's 400 for another
+            ok = self.path in ("/v2/health/ready", "/v2/models/sentiment/ready")
+            self.send_response(200 if ok else 400); self.send_header("Content-Length", "0"); self.end_headers()
         def log_message(self, *args): pass
     http.server.HTTPServer(("127.0.0.1", port), Ready).serve_forever()
 """)
 
 
-def check(port: int) -> int:
+def check(port: int, path: str = "/v2/health/ready") -> int:
     """The status of one readiness check, or 0 when the connection is refused or closed."""
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
-        conn.request("GET", "/v2/health/ready")
+        conn.request("GET", path)
         status = conn.getresponse().status
         conn.close()
         return status
@@ -110,6 +111,28 @@ def test_a_flood_of_silent_connections_holds_a_bounded_number_of_threads_and_is_
             conn.close()
 
 
+@pytest.mark.parametrize(("path", "status"), [
+    ("/v2/models/sentiment/ready", 200),
+    ("/v2/models/topic/ready", 503),  # Triton: not a model it serves
+    # Not a model's readiness, whatever Triton would make of it: nothing is passed on.
+    ("/v2/models/sentiment/ready?x=1", 404),
+    ("/v2/models/sentiment/versions/1/ready", 404),
+    ("/v2/models/../health/ready", 404),
+    ("/v2/models/sentiment%2F..%2F/ready", 404),
+    ("/v2/models//ready", 404),
+    ("/v2/models/sentiment/ready/", 404),
+])
+def test_a_models_readiness_is_tritons_for_that_model_and_nothing_else_is_passed_on(task, path, status):
+    _, port, _ = task
+    assert check(port, path) == status
+
+
+def test_a_stopped_task_turns_unready_for_every_model_at_once(task):
+    proc, port, _ = task
+    proc.send_signal(signal.SIGTERM)
+    assert wait_for(lambda: check(port, "/v2/models/sentiment/ready") == 503, 10.0), "still ready after SIGTERM"
+
+
 def test_a_check_of_another_path_is_404(task):
     _, port, _ = task
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
@@ -122,3 +145,9 @@ def test_the_entrypoint_needs_a_command():
     done = subprocess.run([sys.executable, str(ENTRYPOINT), "--port=1", "--drain=1", "--ready-url=http://x/"],
                           capture_output=True, text=True, env={**os.environ})
     assert done.returncode == 2 and "no command" in done.stderr
+
+
+def test_the_entrypoint_needs_tritons_readiness_url():
+    done = subprocess.run([sys.executable, str(ENTRYPOINT), "--port=1", "--drain=1", "--ready-url=http://x/", "--",
+                           "true"], capture_output=True, text=True, env={**os.environ})
+    assert done.returncode == 2 and "--ready-url must end with /v2/health/ready" in done.stderr

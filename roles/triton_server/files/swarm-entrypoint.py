@@ -2,7 +2,8 @@
 """The entrypoint of a Triton task in swarm mode (role triton_server, entry point `service`; docs/SWARM.md).
 
 It runs tritonserver and, beside it, the readiness the load balancer checks: GET /v2/health/ready on --port answers
-with Triton's own readiness while the task runs, and 503 from the moment the swarm stops the task (SIGTERM). Triton
+with Triton's own readiness while the task runs, and 503 from the moment the swarm stops the task (SIGTERM); GET
+/v2/models/<name>/ready the same with that model's readiness (the backend of one model at the load balancer). Triton
 gets the SIGTERM --drain seconds later: by then the load balancer has seen the task go unready and sends it nothing
 new, and the requests in flight finish (Triton's --exit-timeout-secs). A stopped Triton answers every new request
 with UNAVAILABLE ("Server is stopping"), which a load balancer cannot retry: without the drain, the requests sent in
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +28,8 @@ import time
 import urllib.request
 
 READY_PATH = "/v2/health/ready"
+#: A model's readiness: a name of the characters the load balancer admits in a model's name, nothing else.
+MODEL_READY_PATH = re.compile(r"/v2/models/([A-Za-z0-9_.-]+)/ready")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -38,6 +42,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args.command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not args.command:
         parser.error("no command: give tritonserver and its arguments after --")
+    if not args.ready_url.endswith(READY_PATH):
+        parser.error(f"--ready-url must end with {READY_PATH} (the models' readiness is found beside it)")
     return args
 
 
@@ -105,13 +111,17 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
 
+    triton = args.ready_url.removesuffix(READY_PATH)
+
     class Readiness(http.server.BaseHTTPRequestHandler):
         timeout = CHECK_TIMEOUT
 
         def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
-            if self.path != READY_PATH:
+            model = MODEL_READY_PATH.fullmatch(self.path)
+            url = args.ready_url if self.path == READY_PATH else triton + self.path if model else None
+            if url is None:
                 status = 404
-            elif stopping.is_set() or not triton_ready(args.ready_url):
+            elif stopping.is_set() or not triton_ready(url):
                 status = 503
             else:
                 status = 200

@@ -154,8 +154,14 @@ class Fleet:
 
 def balancer_stats(address: str, backend: str = "triton_grpc", port: int = 8404,
                    timeout: float = 10) -> dict[str, dict[str, str]]:
-    """A local fleet's HAProxy stats of one backend's servers: name -> row of the stats CSV (status, stot, ...).
-    The stats page speaks TLS with the fleet's own CA and asks for the password the local inventory generated."""
+    """A local fleet's HAProxy stats of one backend's servers: name -> row of the stats CSV (status, stot, ...)."""
+    return {row["svname"]: row for row in balancer_rows(address, port, timeout) if row["pxname"] == backend}
+
+
+def balancer_rows(address: str, port: int = 8404, timeout: float = 10) -> list[dict[str, str]]:
+    """A local fleet's HAProxy stats of every backend's servers: the rows of the stats CSV (pxname, svname, status,
+    stot, ...). The stats page speaks TLS with the fleet's own CA and asks for the password the local inventory
+    generated."""
     password = (BUILD_DIR / "secrets" / "haproxy-stats-password").read_text().split()[0]
     request = urllib.request.Request(f"https://{address}:{port}/stats;csv")
     manager = urllib.request.HTTPPasswordMgrWithDefaultRealm()
@@ -165,8 +171,7 @@ def balancer_stats(address: str, backend: str = "triton_grpc", port: int = 8404,
                                          urllib.request.HTTPBasicAuthHandler(manager))
     with opener.open(request, timeout=timeout) as response:
         rows = csv.DictReader(io.StringIO(response.read().decode().lstrip("# ")))
-        return {row["svname"]: row for row in rows if row["pxname"] == backend
-                and row["svname"] not in ("FRONTEND", "BACKEND")}
+        return [row for row in rows if row["svname"] not in ("FRONTEND", "BACKEND")]
 
 
 def wait_for(what: str, condition: Callable[[], Any], seconds: float, interval: float = 0.5) -> Any:

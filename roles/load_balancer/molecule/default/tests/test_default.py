@@ -4,6 +4,7 @@ role's own CA, public models sentiment and topic)."""
 import base64
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -73,7 +74,11 @@ def test_stats_listen_on_loopback_only(host):
         "timeout queue 10s",
         "default-server inter 1s fastinter 250ms rise 2 fall 2 maxconn 32 observe layer4 error-limit 1 "
         "on-error mark-down",
-        "http-request return errorfile /etc/haproxy/errors/grpc-overloaded.http if { queue(triton_grpc) ge 256 }",
+        "http-request return errorfile /etc/haproxy/errors/grpc-overloaded.http if { queue() ge 256 }",
+        "use_backend triton_grpc_%[var(txn.model)] if model_method",
+        "use_backend triton_http_%[path,field(4,/)] if public_model",
+        "option httpchk GET /v2/models/topic/ready",
+        "server server-2 127.0.0.1:28001 proto h2 check port 28000 check-proto h1 disabled",
     ],
 )
 def test_config_has_line(host, line):
@@ -128,11 +133,46 @@ def test_prometheus_metrics_are_served_with_the_password(host):
     assert "haproxy_backend_status" in out or "haproxy_process" in out
 
 
-@pytest.mark.parametrize("server", ["triton_http/server-1", "triton_http/server-2"])
-def test_server_is_up_in_the_stats(host, server):
-    backend, name = server.split("/")
+def server_states(host) -> dict[str, str]:
+    """backend/server -> its status in HAProxy's stats (UP, DOWN, MAINT...)."""
     rows = [row.split(",") for row in host.check_output(STATS).splitlines()]
-    assert any(row[0] == backend and row[1] == name and row[17] == "UP" for row in rows if len(row) > 17)
+    return {f"{row[0]}/{row[1]}": row[17] for row in rows[1:]
+            if len(row) > 17 and row[1] not in ("FRONTEND", "BACKEND")}
+
+
+def test_each_server_is_in_the_backends_of_the_models_it_serves_and_in_maintenance_in_the_others(host):
+    """server-2 serves no topic: in maintenance in topic's backends, up in every other one."""
+    up = {f"triton_{protocol}{backend}/server-{n}": "UP" for protocol in ("http", "grpc")
+          for backend in ("", "_sentiment", "_topic") for n in (1, 2)}
+    up.update({"triton_http_topic/server-2": "MAINT", "triton_grpc_topic/server-2": "MAINT"})
+    assert server_states(host) == up
+
+
+@pytest.mark.parametrize("model", ["topic", "sentiment"])
+def test_a_models_requests_reach_only_the_servers_that_serve_it(host, model):
+    """Ten requests in a row, balanced over the backend's servers: every one answered by a server that has the model
+    (server-2 answers topic's readiness with 404)."""
+    assert [https_code(host, f"/v2/models/{model}/ready") for _ in range(10)] == ["200"] * 10
+
+
+def test_a_server_without_the_model_goes_down_in_its_backend_once_enabled(host):
+    """Put in by hand, server-2's health check on topic's readiness fails: DOWN there within 3 s, and topic's
+    requests still reach server-1 alone (the check is the guard behind the maintenance state); back in maintenance
+    afterwards."""
+    host.check_output(admin("enable server triton_http_topic/server-2"))
+    try:
+        time.sleep(3)
+        assert server_states(host)["triton_http_topic/server-2"] == "DOWN"
+        assert [https_code(host, "/v2/models/topic/ready") for _ in range(10)] == ["200"] * 10
+    finally:
+        host.check_output(admin("disable server triton_http_topic/server-2"))
+
+
+def admin(command: str) -> str:
+    """A shell command that gives HAProxy's runtime API (its local admin socket) one command."""
+    script = ("import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect('/run/haproxy/admin.sock'); "
+              "s.sendall(sys.argv[1].encode() + b'\\n'); print(s.recv(4096).decode())")
+    return f"python3 -c \"{script}\" '{command}'"
 
 
 # --- the gRPC message parser: HAProxy answers a refused call itself (grpc-status 7, 8), others go to a server ---
