@@ -75,8 +75,8 @@ def test_stats_listen_on_loopback_only(host):
         "default-server inter 1s fastinter 250ms rise 2 fall 2 maxconn 32 observe layer4 error-limit 1 "
         "on-error mark-down",
         "http-request return errorfile /etc/haproxy/errors/grpc-overloaded.http if { queue() ge 256 }",
-        "use_backend triton_grpc_%[var(txn.model)] if model_method",
-        "use_backend triton_http_%[path,field(4,/)] if public_model",
+        "use_backend triton_grpc_topic if model_method { var(txn.model) -m str topic }",
+        "use_backend triton_http_sentiment if public_model { path,field(4,/) -m str sentiment }",
         "option httpchk GET /v2/models/topic/ready",
         "server server-2 127.0.0.1:28001 proto h2 check port 28000 check-proto h1 disabled",
     ],
