@@ -4,6 +4,7 @@ when it gets SIGTERM, in Triton's place (the entrypoint only needs its readiness
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -68,15 +69,18 @@ def task(tmp_path: Path):
     ready_port, wrapped_port = free_ports(2)
     record = tmp_path / "sigterm"
     (tmp_path / "wrapped.py").write_text(WRAPPED)
+    # A session of its own: the teardown kills the stand-in with the entrypoint. (Killing the entrypoint alone left
+    # the stand-in serving, and a later test's readiness check could find a leftover one: 200 after SIGTERM.)
     proc = subprocess.Popen([sys.executable, str(ENTRYPOINT), f"--port={ready_port}", f"--drain={DRAIN}",
                              f"--ready-url=http://127.0.0.1:{wrapped_port}/v2/health/ready", "--",
-                             sys.executable, str(tmp_path / "wrapped.py"), str(wrapped_port), str(record)])
+                             sys.executable, str(tmp_path / "wrapped.py"), str(wrapped_port), str(record)],
+                            start_new_session=True)
     try:
         assert wait_for(lambda: check(ready_port) == 200), "the task never got ready"
         yield proc, ready_port, record
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
 
